@@ -1,0 +1,192 @@
+/**
+ * Network namespaces (upstream pkg/ns): open by path, identity, run code inside one, and named
+ * namespaces the way `ip netns add/del` makes them (a bind mount under /var/run/netns).
+ */
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+} from "node:fs";
+import { isErrno, SysError } from "../sys/errno.ts";
+import {
+  CLONE_NEWNET,
+  close,
+  MNT_DETACH,
+  MS_BIND,
+  mount,
+  O_RDONLY,
+  open,
+  setns,
+  umount2,
+  unshare,
+} from "../sys/libc.ts";
+import { THREAD_NETNS_PATH, withNetnsFd } from "../sys/netns.ts";
+
+export const NETNS_RUN_DIR = "/var/run/netns";
+
+/** An open network namespace. Close it when done. */
+export interface NetNS {
+  readonly path: string;
+  readonly fd: number;
+  close(): void;
+}
+
+/** Identity of a namespace: nsfs device + inode, equal for every path that names it. */
+export interface NsIdentity {
+  dev: number;
+  ino: number;
+}
+
+export class NsNotFoundError extends Error {
+  constructor(readonly path: string) {
+    super(`failed to open netns ${path}: no such network namespace`);
+    this.name = "NsNotFoundError";
+  }
+}
+
+/** Opens a netns by path (`/var/run/netns/X`, `/proc/PID/ns/net`). A missing path → NsNotFoundError. */
+export function openNetns(path: string): NetNS {
+  let fd: number;
+  try {
+    fd = open(path, O_RDONLY);
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) throw new NsNotFoundError(path);
+    throw err;
+  }
+  // A plain file (e.g. the mount point of a deleted netns) is not a namespace.
+  if (!isNsfsFd(fd)) {
+    close(fd);
+    throw new NsNotFoundError(path);
+  }
+  let closed = false;
+  return {
+    path,
+    fd,
+    close() {
+      if (!closed) close(fd);
+      closed = true;
+    },
+  };
+}
+
+function isNsfsFd(fd: number): boolean {
+  // Every namespace inode lives on the one nsfs device: compare with our own netns's device
+  // (no statfs binding needed).
+  try {
+    return fstatSync(fd).dev === statSync(THREAD_NETNS_PATH).dev;
+  } catch {
+    return false;
+  }
+}
+
+export function currentNetns(): NetNS {
+  return openNetns(THREAD_NETNS_PATH);
+}
+
+export function nsIdentity(ns: NetNS | string): NsIdentity {
+  const st = typeof ns === "string" ? statSync(ns) : fstatSync(ns.fd);
+  return { dev: st.dev, ino: st.ino };
+}
+
+export function sameNetns(a: NetNS | string, b: NetNS | string): boolean {
+  const x = nsIdentity(a);
+  const y = nsIdentity(b);
+  return x.dev === y.dev && x.ino === y.ino;
+}
+
+/** Runs a synchronous `fn` inside `ns`; the thread always returns to its netns, even when fn throws. */
+export function withNetns<T>(ns: NetNS, fn: () => T): T {
+  return withNetnsFd(ns.fd, fn);
+}
+
+/** Opens `path`, runs fn inside, closes it. */
+export function withNetnsPath<T>(path: string, fn: (ns: NetNS) => T): T {
+  const ns = openNetns(path);
+  try {
+    return withNetns(ns, () => fn(ns));
+  } finally {
+    ns.close();
+  }
+}
+
+/** `<NETNS_RUN_DIR>/<name>` for a bare name, the path itself when it contains a slash. */
+export function netnsPath(nameOrPath: string): string {
+  return nameOrPath.includes("/") ? nameOrPath : `${NETNS_RUN_DIR}/${nameOrPath}`;
+}
+
+const NETNS_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/;
+
+/** Creates a named netns like `ip netns add NAME`; returns its path. EEXIST if it exists. */
+export function createNamedNetns(name: string): string {
+  if (!NETNS_NAME.test(name)) throw new Error(`invalid netns name ${JSON.stringify(name)}`);
+  ensureRunDirShared();
+  const path = `${NETNS_RUN_DIR}/${name}`;
+  try {
+    closeSync(openSync(path, "wx", 0o444));
+  } catch (err) {
+    if (isErrno(err, "EEXIST")) throw new SysError(`creating netns ${name}`, 17);
+    throw err;
+  }
+  const original = open(THREAD_NETNS_PATH, O_RDONLY);
+  try {
+    unshare(CLONE_NEWNET);
+    try {
+      mount(THREAD_NETNS_PATH, path, "none", MS_BIND);
+    } finally {
+      setns(original, CLONE_NEWNET);
+    }
+  } catch (err) {
+    try {
+      unlinkSync(path);
+    } catch {}
+    throw err;
+  } finally {
+    close(original);
+  }
+  return path;
+}
+
+/** Deletes a named netns like `ip netns del NAME`; a missing one is not an error. */
+export function deleteNamedNetns(nameOrPath: string): void {
+  const path = netnsPath(nameOrPath);
+  if (!existsSync(path)) return;
+  try {
+    umount2(path, MNT_DETACH);
+  } catch (err) {
+    if (!isErrno(err, "EINVAL", "ENOENT")) throw err; // EINVAL: not a mount point
+  }
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    if (!isErrno(err, "ENOENT")) throw err;
+  }
+}
+
+/**
+ * `ip netns` makes the run dir a shared bind mount of itself so netns mounts propagate to other mount
+ * namespaces; do the same once, and only if it is not a mount point yet.
+ */
+function ensureRunDirShared(): void {
+  mkdirSync(NETNS_RUN_DIR, { recursive: true, mode: 0o755 });
+  if (isMountPoint(NETNS_RUN_DIR)) return;
+  try {
+    mount(NETNS_RUN_DIR, NETNS_RUN_DIR, "none", MS_BIND | 0x4000 /* MS_REC */);
+    mount("none", NETNS_RUN_DIR, null, (1 << 20) /* MS_SHARED */ | 0x4000);
+  } catch {
+    // Not fatal: the bind mount of the netns file works without propagation.
+  }
+}
+
+function isMountPoint(path: string): boolean {
+  try {
+    const mounts = readFileSync("/proc/self/mountinfo", "utf8");
+    return mounts.split("\n").some((l) => l.split(" ")[4] === path);
+  } catch {
+    return false;
+  }
+}
