@@ -1,0 +1,254 @@
+/**
+ * The tscni CLI: cnitool's verbs and environment (NETCONFPATH, CNI_PATH, CAP_ARGS, CNI_ARGS,
+ * CNI_IFNAME) plus validate, version, ls and install.
+ */
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readlinkSync,
+  realpathSync,
+  renameSync,
+  symlinkSync,
+} from "node:fs";
+import { join, resolve } from "node:path";
+import { CNIConfig, DEFAULT_CACHE_DIR, loadConfList, type RuntimeConf } from "../libcni/index.ts";
+import { CniError, ErrCode } from "../spec/errors.ts";
+import { formatResult, parseCniArgs } from "../spec/index.ts";
+import { CNI_VERSIONS } from "../spec/types.ts";
+import { installablePlugins } from "./registry.ts";
+
+const USAGE = `usage: tscni <command> [args]
+
+  add|check|del <net> <netns> [-i ifname]   attach / check / detach a netns (cnitool semantics)
+  gc <net>                                  GC of a network (no attachment is valid)
+  status <net>                              STATUS of every plugin of a network
+  validate <net>                            check the plugins of a network exist and speak its version
+  ls                                        cached attachments
+  version                                   tscni's version and the CNI versions it speaks
+  install <dir>                             link every plugin name to this executable in <dir>
+  demo [--keep]                             a netns on a built-in default network, pinged, torn down
+  <plugin>                                  run as that plugin (as if started through its link)
+
+  <netns> is a path or a name under /var/run/netns. Environment: NETCONFPATH (default /etc/cni/net.d),
+  CNI_PATH, CAP_ARGS (JSON), CNI_ARGS (K=V;K=V), CNI_IFNAME (default eth0), CNI_CACHE_DIR (default
+  ${DEFAULT_CACHE_DIR}).`;
+
+export const TSCNI_VERSION = "0.1.0";
+
+interface Env {
+  confDir: string;
+  cniPath: string[];
+  cacheDir: string;
+}
+
+function env(): Env {
+  return {
+    confDir: process.env.NETCONFPATH || "/etc/cni/net.d",
+    cniPath: (process.env.CNI_PATH ?? "").split(":").filter(Boolean),
+    cacheDir: process.env.CNI_CACHE_DIR || DEFAULT_CACHE_DIR,
+  };
+}
+
+/** cnitool's container id: "cnitool-" + the first 20 hex digits of sha512(absolute netns path). */
+export function cnitoolContainerID(netnsPath: string): string {
+  return `cnitool-${createHash("sha512").update(netnsPath).digest("hex").slice(0, 20)}`;
+}
+
+export function resolveNetnsArg(arg: string): string {
+  return arg.includes("/") ? resolve(arg) : `/var/run/netns/${arg}`;
+}
+
+function runtimeConf(netnsArg: string, ifName: string | undefined): RuntimeConf {
+  const netNS = resolveNetnsArg(netnsArg);
+  let capabilityArgs: Record<string, unknown> = {};
+  if (process.env.CAP_ARGS) {
+    try {
+      capabilityArgs = JSON.parse(process.env.CAP_ARGS);
+    } catch (err) {
+      throw new CniError(ErrCode.DecodingFailure, `parsing CAP_ARGS: ${(err as Error).message}`);
+    }
+  }
+  return {
+    containerID: cnitoolContainerID(netNS),
+    netNS,
+    ifName: ifName ?? (process.env.CNI_IFNAME || "eth0"),
+    args: [...parseCniArgs(process.env.CNI_ARGS ?? "")],
+    capabilityArgs,
+  };
+}
+
+/** Splits `-i ifname` / `--ifname=x` out of the positional arguments. */
+function takeIfname(args: string[]): { rest: string[]; ifName?: string } {
+  const rest: string[] = [];
+  let ifName: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "-i" || a === "--ifname") ifName = args[++i];
+    else if (a.startsWith("--ifname=")) ifName = a.slice(9);
+    else rest.push(a);
+  }
+  return ifName === undefined ? { rest } : { rest, ifName };
+}
+
+function need(args: string[], n: number, what: string): void {
+  if (args.length < n) throw new UsageError(`${what}\n\n${USAGE}`);
+}
+
+class UsageError extends Error {}
+
+async function attach(verb: "add" | "check" | "del", argv: string[]): Promise<void> {
+  const { rest, ifName } = takeIfname(argv);
+  need(rest, 2, `tscni ${verb} needs <net> <netns>`);
+  const e = env();
+  const list = await loadConfList(e.confDir, rest[0]!);
+  const cni = new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir });
+  const rt = runtimeConf(rest[1]!, ifName);
+  if (verb === "add") {
+    const result = await cni.addNetworkList(list, rt);
+    process.stdout.write(`${formatResult(result, list.cniVersion)}\n`);
+  } else if (verb === "check") {
+    await cni.checkNetworkList(list, rt);
+  } else {
+    await cni.delNetworkList(list, rt);
+  }
+}
+
+async function gcOrStatus(verb: "gc" | "status", argv: string[]): Promise<void> {
+  need(argv, 1, `tscni ${verb} needs <net>`);
+  const e = env();
+  const list = await loadConfList(e.confDir, argv[0]!);
+  const cni = new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir });
+  if (verb === "gc") await cni.gcNetworkList(list, { validAttachments: [] });
+  else await cni.getStatusNetworkList(list);
+}
+
+async function validate(argv: string[]): Promise<void> {
+  need(argv, 1, "tscni validate needs <net>");
+  const e = env();
+  const list = await loadConfList(e.confDir, argv[0]!);
+  const caps = await new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir }).validateNetworkList(list);
+  process.stdout.write(
+    `network "${list.name}" (cniVersion ${list.cniVersion}): ${list.plugins.length} plugin(s) ok` +
+      (caps.length ? `; capabilities: ${caps.join(", ")}` : "") +
+      "\n",
+  );
+}
+
+function resultIPs(result: Record<string, unknown> | undefined): string {
+  if (!result) return "-";
+  const ips = (result.ips as { address?: string }[] | undefined)?.map((i) => i.address) ?? [];
+  for (const k of ["ip4", "ip6"]) {
+    const ip = (result[k] as { ip?: string } | undefined)?.ip;
+    if (ip) ips.push(ip);
+  }
+  return ips.filter(Boolean).join(",") || "-";
+}
+
+async function ls(): Promise<void> {
+  const cni = new CNIConfig({ path: [], cacheDir: env().cacheDir });
+  const rows = (await cni.getCachedAttachments()).map((a) => [
+    a.networkName,
+    a.containerID,
+    a.ifName,
+    resultIPs(a.result),
+    a.netns || "-",
+  ]);
+  printTable(["NETWORK", "CONTAINER", "IFNAME", "IPS", "NETNS"], rows);
+}
+
+export function printTable(head: string[], rows: string[][]): void {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join("  ")
+      .trimEnd();
+  process.stdout.write(`${[line(head), ...rows.map(line)].join("\n")}\n`);
+}
+
+/** Links every installable plugin name in `dir` to this executable; idempotent. */
+export function install(dir: string, executable: string): string[] {
+  const target = realpathSync(executable);
+  mkdirSync(dir, { recursive: true });
+  const changed: string[] = [];
+  for (const name of installablePlugins()) {
+    const link = join(dir, name);
+    if (existsSync(link) && lstatSync(link).isSymbolicLink() && readlinkSync(link) === target) continue;
+    const tmp = join(dir, `.${name}.tscni-${process.pid}`);
+    symlinkSync(target, tmp);
+    renameSync(tmp, link); // atomic replace: a runtime exec'ing the plugin never sees it missing
+    changed.push(name);
+  }
+  return changed;
+}
+
+function installCmd(argv: string[]): void {
+  need(argv, 1, "tscni install needs <dir>");
+  const exe = process.execPath;
+  if (/\/bun(-\w+)?$/.test(exe)) {
+    throw new UsageError(
+      "tscni install links the compiled executable: run `npm run build` and use dist/tscni",
+    );
+  }
+  const changed = install(argv[0]!, exe);
+  process.stdout.write(
+    `${installablePlugins().length} plugins in ${argv[0]} → ${realpathSync(exe)}` +
+      (changed.length ? ` (linked: ${changed.join(" ")})` : " (already installed)") +
+      "\n",
+  );
+}
+
+export async function runCli(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case "add":
+      case "check":
+      case "del":
+        await attach(cmd, rest);
+        return 0;
+      case "gc":
+      case "status":
+        await gcOrStatus(cmd, rest);
+        return 0;
+      case "validate":
+        await validate(rest);
+        return 0;
+      case "ls":
+        await ls();
+        return 0;
+      case "version":
+      case "--version":
+        process.stdout.write(
+          `tscni ${TSCNI_VERSION}\nCNI protocol versions supported: ${CNI_VERSIONS.join(", ")}\n`,
+        );
+        return 0;
+      case "install":
+        installCmd(rest);
+        return 0;
+      case "demo": {
+        const { runDemo } = await import("./demo.ts");
+        return runDemo(rest);
+      }
+      case undefined:
+      case "help":
+      case "-h":
+      case "--help":
+        process.stdout.write(`${USAGE}\n`);
+        return cmd === undefined ? 1 : 0;
+      default:
+        throw new UsageError(`unknown command "${cmd}"\n\n${USAGE}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`tscni: ${err.message}\n`);
+      return 2;
+    }
+    const e = CniError.from(err);
+    process.stderr.write(`tscni ${cmd}: ${e.message} (code ${e.code})\n`);
+    if (process.env.TSCNI_DEBUG === "1" && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    return 1;
+  }
+}

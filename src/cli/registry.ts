@@ -1,0 +1,31 @@
+/**
+ * The plugins this executable can be. Each entry imports its plugin lazily, so starting one plugin
+ * does not load (or pay for) the others. The only place in tscni that imports plugins.
+ */
+import type { Plugin } from "../skel/types.ts";
+
+type Loader = () => Promise<Plugin>;
+
+/** Installed by `tscni install` (name → loader). */
+export const PLUGINS: Record<string, Loader> = {
+  "host-local": async () => (await import("../plugins/ipam/host-local/index.ts")).plugin,
+  static: async () => (await import("../plugins/ipam/static/index.ts")).plugin,
+};
+
+/** Runnable by name but never installed: test doubles. */
+const TEST_PLUGINS: Record<string, Loader> = {
+  noop: async () => (await import("../plugins/test/noop.ts")).makeNoop(),
+};
+
+export function isPluginName(name: string): boolean {
+  return Object.hasOwn(PLUGINS, name) || Object.hasOwn(TEST_PLUGINS, name);
+}
+
+export async function loadPlugin(name: string): Promise<Plugin | undefined> {
+  const load = Object.hasOwn(PLUGINS, name) ? PLUGINS[name] : TEST_PLUGINS[name];
+  return load ? load() : undefined;
+}
+
+export function installablePlugins(): string[] {
+  return Object.keys(PLUGINS).sort();
+}

@@ -1,0 +1,290 @@
+/**
+ * Our index of a host-local network directory: reservation file name → content, so that DEL, CHECK and
+ * the ADD duplicate check read only the container's own entries instead of every file (upstream reads
+ * every file of the directory on each of those, which is what grows with a filling /16).
+ *
+ * Layout: `.tscni-index` holds the directory's inode and mtime as of our last write; the entries are
+ * spread over BUCKETS files `.tscni-index.<k>` by a hash of the container ID, so one operation reads
+ * and rewrites one small bucket. Every file is rewritten in place (never created once it exists,
+ * never renamed), so keeping the index does not change the directory's mtime.
+ *
+ * Upstream never updates the index, so it is trusted only when the directory provably has not
+ * changed since we wrote it:
+ *   - same inode and mtime as recorded, and the header written after that mtime (a later
+ *     create/unlink then gets a later timestamp) → fresh, buckets are read lazily;
+ *   - same mtime but the header written within that same timestamp (coarse clocks) → reconcile the
+ *     names against a readdir, reading only files we did not know;
+ *   - anything else (a foreign create/unlink, a missing or unreadable index) → rebuild by reading
+ *     every file, once, as upstream would.
+ * The store reads a reservation back before acting on it and asks for a rebuild on a mismatch (a
+ * file rewritten in place does not change the directory).
+ */
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  readFileSync,
+  statSync,
+  writeSync,
+} from "node:fs";
+import { join } from "node:path";
+import {
+  errCode,
+  INDEX_FILE,
+  ioError,
+  listReservationNames,
+  readReservation,
+  splitContent,
+} from "./files.ts";
+
+const VERSION = 2;
+/** How long flush may wait for the clock to pass the directory's mtime (a jiffy is 1–10 ms). */
+const HEADER_SETTLE_MS = 30;
+export const BUCKETS = 32;
+
+interface Header {
+  v: number;
+  ino: string;
+  mtime: string;
+  buckets: number;
+}
+
+/** FNV-1a of the container ID: which bucket holds its entries. */
+export function bucketOf(containerID: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < containerID.length; i++) {
+    h ^= containerID.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % BUCKETS;
+}
+
+function bucketFile(k: number): string {
+  return `${INDEX_FILE}.${k}`;
+}
+
+function isHeader(v: unknown): v is Header {
+  if (typeof v !== "object" || v === null) return false;
+  const o = v as Record<string, unknown>;
+  return o.v === VERSION && typeof o.ino === "string" && typeof o.mtime === "string" && o.buckets === BUCKETS;
+}
+
+/** Reads an index file; undefined when missing or unreadable. */
+function readJSON(path: string): { value: unknown; writtenAt: bigint } | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY);
+  } catch (err) {
+    if (errCode(err) === "ENOENT") return undefined;
+    throw ioError("opening", path, err);
+  }
+  try {
+    const writtenAt = fstatSync(fd, { bigint: true }).mtimeNs;
+    return { value: JSON.parse(readFileSync(fd, "utf8")), writtenAt };
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A bucket on disk: [name, content, name, content, …] (arrays parse much faster than big objects). */
+function parseBucket(v: unknown): Map<string, string> | undefined {
+  if (!Array.isArray(v) || v.length % 2 !== 0) return undefined;
+  const out = new Map<string, string>();
+  for (let i = 0; i < v.length; i += 2) {
+    const name: unknown = v[i];
+    const content: unknown = v[i + 1];
+    if (typeof name !== "string" || typeof content !== "string") return undefined;
+    out.set(name, content);
+  }
+  return out;
+}
+
+export class ReservationIndex {
+  private readonly dir: string;
+  private readonly buckets: (Map<string, string> | undefined)[] = new Array(BUCKETS).fill(undefined);
+  private readonly dirtyBuckets = new Set<number>();
+  /** The directory changed (or the index was repaired): the header must be rewritten. */
+  private headerDirty = false;
+  private opened = false;
+  private rebuilt = false;
+
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** The entries of one container ID's bucket (name → content; may hold other IDs too). */
+  bucket(containerID: string): Map<string, string> {
+    const k = bucketOf(containerID);
+    this.bucketAt(k);
+    return this.buckets[k]!;
+  }
+
+  /** Every entry (STATUS, GC). */
+  all(): Map<string, string> {
+    const out = new Map<string, string>();
+    // A bucket that cannot be read rebuilds (and so fills) them all.
+    for (let k = 0; k < BUCKETS; k++) this.bucketAt(k);
+    for (const b of this.buckets) for (const [name, content] of b!) out.set(name, content);
+    return out;
+  }
+
+  set(name: string, content: string): void {
+    const id = splitContent(content).containerID;
+    this.bucket(id).set(name, content);
+    this.dirtyBuckets.add(bucketOf(id));
+    this.headerDirty = true;
+  }
+
+  delete(name: string, content: string): void {
+    const id = splitContent(content).containerID;
+    this.bucket(id).delete(name);
+    this.dirtyBuckets.add(bucketOf(id));
+    this.headerDirty = true;
+  }
+
+  /** Re-reads every reservation file. */
+  rebuild(): void {
+    // Built aside first: a failure (a stray file) must not leave a half-empty index to be written.
+    const fresh: Map<string, string>[] = Array.from({ length: BUCKETS }, () => new Map());
+    for (const name of listReservationNames(this.dir)) {
+      const content = readReservation(this.dir, name);
+      if (content === undefined) continue;
+      fresh[bucketOf(splitContent(content).containerID)]!.set(name, content);
+    }
+    for (let k = 0; k < BUCKETS; k++) {
+      this.buckets[k] = fresh[k];
+      this.dirtyBuckets.add(k);
+    }
+    this.headerDirty = true;
+    this.opened = true;
+    this.rebuilt = true;
+  }
+
+  /** Writes what changed back, header last (it vouches for the buckets). Call before unlocking. */
+  flush(): void {
+    if (!this.headerDirty && this.dirtyBuckets.size === 0) return;
+    const fds = new Map<string, number>();
+    try {
+      // Open (creating) every file first: creating changes the directory's mtime, which the header records.
+      const open = (name: string) => {
+        const path = join(this.dir, name);
+        try {
+          fds.set(name, openSync(path, constants.O_WRONLY | constants.O_CREAT, 0o600));
+        } catch (err) {
+          throw ioError("opening", path, err);
+        }
+      };
+      for (const k of this.dirtyBuckets) open(bucketFile(k));
+      open(INDEX_FILE);
+      let st: import("node:fs").BigIntStats;
+      try {
+        st = statSync(this.dir, { bigint: true });
+      } catch (err) {
+        throw ioError("inspecting", this.dir, err);
+      }
+      for (const k of this.dirtyBuckets) {
+        const flat: string[] = [];
+        for (const [name, content] of this.buckets[k]!) flat.push(name, content);
+        this.writeInPlace(bucketFile(k), fds.get(bucketFile(k))!, JSON.stringify(flat));
+      }
+      const header: Header = { v: VERSION, ino: String(st.ino), mtime: String(st.mtimeNs), buckets: BUCKETS };
+      this.writeHeader(fds.get(INDEX_FILE)!, JSON.stringify(header), st.mtimeNs);
+      this.dirtyBuckets.clear();
+      this.headerDirty = false;
+    } finally {
+      for (const fd of fds.values()) closeSync(fd);
+    }
+  }
+
+  /**
+   * Writes the header so that its own mtime ends up later than the directory's: with a coarse
+   * clock both can fall in the same tick, and a reader could not tell whether a change came after
+   * us within that tick. Rewriting it once the clock has moved on (≤ one tick, under the lock) spares
+   * every later reader a full reconcile.
+   */
+  private writeHeader(fd: number, text: string, dirMtime: bigint): void {
+    const deadline = Date.now() + HEADER_SETTLE_MS;
+    for (;;) {
+      this.writeInPlace(INDEX_FILE, fd, text);
+      if (fstatSync(fd, { bigint: true }).mtimeNs > dirMtime || Date.now() >= deadline) return;
+      Bun.sleepSync(1);
+    }
+  }
+
+  private writeInPlace(name: string, fd: number, text: string): void {
+    const data = Buffer.from(text);
+    try {
+      writeSync(fd, data, 0, data.length, 0);
+      ftruncateSync(fd, data.length);
+    } catch (err) {
+      throw ioError("writing", join(this.dir, name), err);
+    }
+  }
+
+  /** Loads bucket k unless it is in memory; an unreadable bucket means a rebuild. */
+  private bucketAt(k: number): void {
+    if (this.buckets[k]) return;
+    this.open();
+    if (this.buckets[k]) return;
+    const read = readJSON(join(this.dir, bucketFile(k)));
+    const parsed = read && parseBucket(read.value);
+    if (parsed) this.buckets[k] = parsed;
+    else this.rebuild();
+  }
+
+  /** Decides, once per operation, whether the index on disk can be trusted (see the file comment). */
+  private open(): void {
+    if (this.opened) return;
+    this.opened = true;
+    const read = readJSON(join(this.dir, INDEX_FILE));
+    if (!read || !isHeader(read.value)) {
+      this.rebuild();
+      return;
+    }
+    let st: import("node:fs").BigIntStats;
+    try {
+      st = statSync(this.dir, { bigint: true });
+    } catch (err) {
+      throw ioError("inspecting", this.dir, err);
+    }
+    if (read.value.ino !== String(st.ino) || read.value.mtime !== String(st.mtimeNs)) {
+      this.rebuild();
+    } else if (read.writtenAt <= st.mtimeNs) {
+      this.reconcile();
+    }
+  }
+
+  /** Same mtime, not provably fresh: keep known files, learn unknown ones, drop vanished ones. */
+  private reconcile(): void {
+    for (let k = 0; k < BUCKETS; k++) {
+      this.bucketAt(k);
+      // A bucket that could not be read triggered a full rebuild: nothing left to reconcile.
+      if (this.rebuilt) return;
+    }
+    const present = new Set(listReservationNames(this.dir));
+    const known = new Set<string>();
+    for (let k = 0; k < BUCKETS; k++) {
+      for (const name of [...this.buckets[k]!.keys()]) {
+        if (present.has(name)) {
+          known.add(name);
+        } else {
+          this.buckets[k]!.delete(name);
+          this.dirtyBuckets.add(k);
+        }
+      }
+    }
+    for (const name of present) {
+      if (known.has(name)) continue;
+      const content = readReservation(this.dir, name);
+      if (content === undefined) continue;
+      const k = bucketOf(splitContent(content).containerID);
+      this.buckets[k]!.set(name, content);
+      this.dirtyBuckets.add(k);
+    }
+    this.headerDirty = true;
+  }
+}
