@@ -2,16 +2,7 @@
  * Network namespaces (upstream pkg/ns): open by path, identity, run code inside one, and named
  * namespaces the way `ip netns add/del` makes them (a bind mount under /var/run/netns).
  */
-import {
-  closeSync,
-  existsSync,
-  fstatSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  statSync,
-  unlinkSync,
-} from "node:fs";
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
 import { isErrno, SysError } from "../sys/errno.ts";
 import {
   CLONE_NEWNET,
@@ -168,25 +159,24 @@ export function deleteNamedNetns(nameOrPath: string): void {
 }
 
 /**
- * `ip netns` makes the run dir a shared bind mount of itself so netns mounts propagate to other mount
- * namespaces; do the same once, and only if it is not a mount point yet.
+ * Like `ip netns add`: make the run dir a shared mount so netns mounts propagate to other mount
+ * namespaces. Making it shared fails with EINVAL when it is not a mount point yet; only then bind it
+ * onto itself, once. (Never look it up in mountinfo by name: /var/run is a symlink to /run.)
  */
 function ensureRunDirShared(): void {
   mkdirSync(NETNS_RUN_DIR, { recursive: true, mode: 0o755 });
-  if (isMountPoint(NETNS_RUN_DIR)) return;
+  const MS_REC = 0x4000;
+  const MS_SHARED = 1 << 20;
   try {
-    mount(NETNS_RUN_DIR, NETNS_RUN_DIR, "none", MS_BIND | 0x4000 /* MS_REC */);
-    mount("none", NETNS_RUN_DIR, null, (1 << 20) /* MS_SHARED */ | 0x4000);
-  } catch {
-    // Not fatal: the bind mount of the netns file works without propagation.
+    mount("none", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC);
+    return;
+  } catch (err) {
+    if (!isErrno(err, "EINVAL")) return; // not fatal: the netns bind mount works without propagation
   }
-}
-
-function isMountPoint(path: string): boolean {
   try {
-    const mounts = readFileSync("/proc/self/mountinfo", "utf8");
-    return mounts.split("\n").some((l) => l.split(" ")[4] === path);
+    mount(NETNS_RUN_DIR, NETNS_RUN_DIR, "none", MS_BIND | MS_REC);
+    mount("none", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC);
   } catch {
-    return false;
+    // as above
   }
 }
