@@ -25,4 +25,6 @@ async function main(): Promise<number> {
   return runCli(args);
 }
 
-process.exitCode = await main();
+main().then((code) => {
+  process.exitCode = code;
+});

@@ -14,14 +14,13 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { cnitoolContainerID } from "../../src/cli/commands.ts";
 import { installablePlugins } from "../../src/cli/registry.ts";
+import { buildTscni } from "../helpers/build.ts";
 import { tempDir } from "../helpers/netns.ts";
 
-const REPO = resolve(import.meta.dir, "../..");
 const work = tempDir("cli");
-const exe = join(work.path, "tscni");
 
 function run(file: string, args: string[], env: Record<string, string> = {}, stdin = "") {
   const p = Bun.spawnSync([file, ...args], {
@@ -31,19 +30,10 @@ function run(file: string, args: string[], env: Record<string, string> = {}, std
   return { code: p.exitCode, stdout: p.stdout.toString(), stderr: p.stderr.toString() };
 }
 
+let exe = "";
+
 beforeAll(() => {
-  const b = Bun.spawnSync(
-    [
-      join(REPO, "node_modules/.bin/bun"),
-      "build",
-      "--compile",
-      join(REPO, "src/cli/main.ts"),
-      "--outfile",
-      exe,
-    ],
-    { cwd: REPO },
-  );
-  if (b.exitCode !== 0) throw new Error(`build failed: ${b.stderr}`);
+  exe = buildTscni();
 }, 120_000);
 
 afterAll(() => work.cleanup());

@@ -1,0 +1,24 @@
+/**
+ * Compiles the tscni executable for tests, with exactly the flags of package.json's "build" script
+ * (only the output file differs), once per test process.
+ */
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const REPO = resolve(import.meta.dir, "../..");
+let built: string | undefined;
+
+export function buildTscni(): string {
+  if (built) return built;
+  const script: string = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).scripts.build;
+  const args = script.split(/\s+/).slice(1); // drop "bun"
+  const out = join(mkdtempSync(join(tmpdir(), "tscni-build-")), "tscni");
+  const i = args.indexOf("--outfile");
+  if (i < 0) throw new Error(`package.json build script has no --outfile: ${script}`);
+  args[i + 1] = out;
+  const p = Bun.spawnSync([join(REPO, "node_modules/.bin/bun"), ...args], { cwd: REPO });
+  if (p.exitCode !== 0) throw new Error(`building tscni failed: ${p.stderr}`);
+  built = out;
+  return out;
+}
