@@ -153,9 +153,12 @@ export function flock(fd: number, op: number): void {
   }
 }
 
-/** ioctl with a pointer argument (e.g. struct ifreq); returns the (non-negative) result. */
-export function ioctl(fd: number, request: number, arg: Uint8Array, op = "ioctl"): number {
-  return check(fn.ioctl(fd, request, arg), op);
+/**
+ * ioctl with a pointer argument (e.g. struct ifreq) or an integer one passed by value (TUNSETPERSIST,
+ * TUNSETOWNER…); returns the (non-negative) result.
+ */
+export function ioctl(fd: number, request: number, arg: Uint8Array | number, op = "ioctl"): number {
+  return check(fn.ioctl(fd, request, arg as Uint8Array), op);
 }
 
 export function getpid(): number {

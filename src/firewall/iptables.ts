@@ -1,0 +1,111 @@
+/**
+ * iptables transactions: one `iptables-restore` (or `ip6tables-restore`) run per call, which commits
+ * the whole table section atomically, and `iptables-save` to read a table.
+ */
+import { runToolOrThrow } from "./exec.ts";
+
+export type IPFamily = 4 | 6;
+
+export interface IptablesOptions {
+  /** Run inside this network namespace instead of the current one. */
+  netnsPath?: string;
+  /** What the caller is doing, for the error message. */
+  what?: string;
+}
+
+export interface IptablesRestoreOptions extends IptablesOptions {
+  /** Keep the table's other rules (--noflush). Default true: flushing a shared table is never wanted here. */
+  noflush?: boolean;
+}
+
+function tool(family: IPFamily, kind: "restore" | "save"): string {
+  return `${family === 4 ? "iptables" : "ip6tables"}-${kind}`;
+}
+
+/**
+ * Applies `lines` (":CHAIN - [0:0]", "-A CHAIN …", "-D …", "-X CHAIN", without the "*table"/"COMMIT"
+ * framing) to `table` in one iptables-restore run. -w waits for the xtables lock instead of failing.
+ */
+export async function iptablesRestore(
+  family: IPFamily,
+  table: string,
+  lines: readonly string[],
+  opts: IptablesRestoreOptions = {},
+): Promise<void> {
+  const args = ["-w"];
+  if (opts.noflush ?? true) args.push("--noflush");
+  const input = `*${table}\n${lines.join("\n")}${lines.length > 0 ? "\n" : ""}COMMIT\n`;
+  await runToolOrThrow(tool(family, "restore"), args, opts.what ?? `restoring IPv${family} ${table} rules`, {
+    stdin: input,
+    netnsPath: opts.netnsPath,
+  });
+}
+
+/** The `iptables-save -t table` text (IPv4 or IPv6). */
+export async function iptablesSave(
+  family: IPFamily,
+  table: string,
+  opts: IptablesOptions = {},
+): Promise<string> {
+  return runToolOrThrow(
+    tool(family, "save"),
+    ["-t", table],
+    opts.what ?? `reading IPv${family} ${table} rules`,
+    {
+      netnsPath: opts.netnsPath,
+    },
+  );
+}
+
+/** One table of iptables-save output: its chains (builtin and user) and rules, as printed. */
+export interface SavedTable {
+  /** Chain name → policy ("ACCEPT", … or "-" for a user chain). */
+  chains: Map<string, string>;
+  /** Every "-A CHAIN …" line of the table, in order. */
+  rules: string[];
+}
+
+/** Parses the section of `table` in iptables-save output (empty when the table is absent). */
+export function parseSave(text: string, table: string): SavedTable {
+  const out: SavedTable = { chains: new Map(), rules: [] };
+  let inTable = false;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("*")) inTable = line.slice(1).trim() === table;
+    else if (!inTable) continue;
+    else if (line.startsWith("COMMIT")) inTable = false;
+    else if (line.startsWith("-A ")) out.rules.push(line.trimEnd());
+    else if (line.startsWith(":")) {
+      const [name, policy] = line.slice(1).split(" ");
+      if (name) out.chains.set(name, policy ?? "-");
+    }
+  }
+  return out;
+}
+
+/** Splits an iptables-save rule line into arguments, undoing its "…" quoting with \" and \\ escapes. */
+export function splitRule(line: string): string[] {
+  const args: string[] = [];
+  let cur = "";
+  let inArg = false;
+  let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i]!;
+    if (quoted) {
+      if (c === "\\" && i + 1 < line.length) cur += line[++i];
+      else if (c === '"') quoted = false;
+      else cur += c;
+    } else if (c === '"') {
+      quoted = true;
+      inArg = true;
+    } else if (c === " " || c === "\t") {
+      if (inArg) args.push(cur);
+      cur = "";
+      inArg = false;
+    } else {
+      cur += c;
+      inArg = true;
+    }
+  }
+  if (inArg) args.push(cur);
+  return args;
+}
