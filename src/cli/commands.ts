@@ -13,10 +13,17 @@ import {
   symlinkSync,
 } from "node:fs";
 import { join, resolve } from "node:path";
-import { CNIConfig, DEFAULT_CACHE_DIR, loadConfList, type RuntimeConf } from "../libcni/index.ts";
+import {
+  CNIConfig,
+  DEFAULT_CACHE_DIR,
+  loadConfList,
+  NotFoundError,
+  type RuntimeConf,
+} from "../libcni/index.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatResult, parseCniArgs } from "../spec/index.ts";
-import { CNI_VERSIONS } from "../spec/types.ts";
+import { CNI_VERSIONS, type NetConfList } from "../spec/types.ts";
+import { BUILTIN_BIN_DIR, builtinNetwork } from "./builtin.ts";
 import { installablePlugins } from "./registry.ts";
 
 const USAGE = `usage: tscni <command> [args]
@@ -49,6 +56,33 @@ function env(): Env {
     cniPath: (process.env.CNI_PATH ?? "").split(":").filter(Boolean),
     cacheDir: process.env.CNI_CACHE_DIR || DEFAULT_CACHE_DIR,
   };
+}
+
+/** The network from NETCONFPATH, else a built-in one (run with this executable's plugins). */
+async function loadNetwork(e: Env, name: string): Promise<NetConfList> {
+  try {
+    return await loadConfList(e.confDir, name);
+  } catch (err) {
+    const builtin = err instanceof NotFoundError ? builtinNetwork(name, e.cacheDir) : undefined;
+    if (!builtin) throw err;
+    if (e.cniPath.length === 0) e.cniPath = [ensureBuiltinBin()];
+    return builtin;
+  }
+}
+
+/** Links named after every plugin in BUILTIN_BIN_DIR → this executable (the built-in networks' CNI_PATH). */
+export function ensureBuiltinBin(): string {
+  if (isBunRuntime(process.execPath)) {
+    throw new UsageError(
+      "the built-in networks need the compiled executable: run `npm run build` and use dist/tscni",
+    );
+  }
+  install(BUILTIN_BIN_DIR, process.execPath);
+  return BUILTIN_BIN_DIR;
+}
+
+function isBunRuntime(exe: string): boolean {
+  return /\/bun(-\w+)?$/.test(exe);
 }
 
 /** cnitool's container id: "cnitool-" + the first 20 hex digits of sha512(absolute netns path). */
@@ -96,13 +130,13 @@ function need(args: string[], n: number, what: string): void {
   if (args.length < n) throw new UsageError(`${what}\n\n${USAGE}`);
 }
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
 async function attach(verb: "add" | "check" | "del", argv: string[]): Promise<void> {
   const { rest, ifName } = takeIfname(argv);
   need(rest, 2, `tscni ${verb} needs <net> <netns>`);
   const e = env();
-  const list = await loadConfList(e.confDir, rest[0]!);
+  const list = await loadNetwork(e, rest[0]!);
   const cni = new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir });
   const rt = runtimeConf(rest[1]!, ifName);
   if (verb === "add") {
@@ -118,7 +152,7 @@ async function attach(verb: "add" | "check" | "del", argv: string[]): Promise<vo
 async function gcOrStatus(verb: "gc" | "status", argv: string[]): Promise<void> {
   need(argv, 1, `tscni ${verb} needs <net>`);
   const e = env();
-  const list = await loadConfList(e.confDir, argv[0]!);
+  const list = await loadNetwork(e, argv[0]!);
   const cni = new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir });
   if (verb === "gc") await cni.gcNetworkList(list, { validAttachments: [] });
   else await cni.getStatusNetworkList(list);
@@ -127,7 +161,7 @@ async function gcOrStatus(verb: "gc" | "status", argv: string[]): Promise<void> 
 async function validate(argv: string[]): Promise<void> {
   need(argv, 1, "tscni validate needs <net>");
   const e = env();
-  const list = await loadConfList(e.confDir, argv[0]!);
+  const list = await loadNetwork(e, argv[0]!);
   const caps = await new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir }).validateNetworkList(list);
   process.stdout.write(
     `network "${list.name}" (cniVersion ${list.cniVersion}): ${list.plugins.length} plugin(s) ok` +
@@ -187,7 +221,7 @@ export function install(dir: string, executable: string): string[] {
 function installCmd(argv: string[]): void {
   need(argv, 1, "tscni install needs <dir>");
   const exe = process.execPath;
-  if (/\/bun(-\w+)?$/.test(exe)) {
+  if (isBunRuntime(exe)) {
     throw new UsageError(
       "tscni install links the compiled executable: run `npm run build` and use dist/tscni",
     );
