@@ -6,17 +6,19 @@
 import { CniError, ErrCode } from "./errors.ts";
 import {
   field,
+  getArray,
   getBoolMap,
   getObject,
   getString,
   getStringArray,
+  hasField,
   isObject,
   type JSONObject,
   jsonType,
   parseJSONObject,
 } from "./json.ts";
 import { convertResult } from "./result.ts";
-import { CURRENT_VERSION, type NetConf, type NetConfList, type Result } from "./types.ts";
+import { CURRENT_VERSION, type GCAttachment, type NetConf, type NetConfList, type Result } from "./types.ts";
 import { validateNetworkName } from "./validate.ts";
 import { compareVersions, parseVersion } from "./version.ts";
 
@@ -271,4 +273,27 @@ export function filterCapabilityArgs(
     if (enabled && Object.hasOwn(args, cap) && args[cap] !== undefined) rc[cap] = args[cap];
   }
   return rc;
+}
+
+/** The GC keys libcni sends; the 1.1.0 spec text named it `cni.dev/attachments`, upstream sends both. */
+export const VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments";
+const LEGACY_ATTACHMENTS_KEY = "cni.dev/attachments";
+
+/**
+ * The attachments a GC call says are still in use (`cni.dev/valid-attachments`, else the legacy
+ * `cni.dev/attachments`); undefined when the config carries neither (not a GC config).
+ */
+export function parseValidAttachments(conf: JSONObject): GCAttachment[] | undefined {
+  const key = hasField(conf, VALID_ATTACHMENTS_KEY) ? VALID_ATTACHMENTS_KEY : LEGACY_ATTACHMENTS_KEY;
+  const list = getArray(conf, key);
+  if (!list) return undefined;
+  return list.map((item, i) => {
+    const path = `${key}[${i}]`;
+    if (!isObject(item))
+      throw new CniError(ErrCode.DecodingFailure, `${path}: expected object, got ${jsonType(item)}`);
+    return {
+      containerID: getString(item, "containerID", path) ?? "",
+      ifname: getString(item, "ifname", path) ?? "",
+    };
+  });
 }

@@ -5,6 +5,7 @@ import {
   parseConfList,
   parseNetConf,
   parsePluginStdin,
+  parseValidAttachments,
   upconvertConfToList,
 } from "../../src/spec/conf.ts";
 import { CniError } from "../../src/spec/errors.ts";
@@ -198,5 +199,21 @@ describe("buildPluginConfig", () => {
       dns: {},
     });
     expect(buildPluginConfig(list, list.plugins[1]!)).not.toHaveProperty("prevResult");
+  });
+});
+
+describe("parseValidAttachments", () => {
+  test("reads cni.dev/valid-attachments, falling back to the legacy key", () => {
+    const one = [{ containerID: "c1", ifname: "eth0" }];
+    expect(parseValidAttachments({ "cni.dev/valid-attachments": one })).toEqual(one);
+    expect(parseValidAttachments({ "cni.dev/attachments": one })).toEqual(one);
+    expect(parseValidAttachments({ "cni.dev/valid-attachments": [] })).toEqual([]);
+    expect(parseValidAttachments({})).toBeUndefined();
+  });
+
+  test("a wrong type names the field", () => {
+    expect(() => parseValidAttachments({ "cni.dev/valid-attachments": [3] })).toThrow(
+      "cni.dev/valid-attachments[0]: expected object",
+    );
   });
 });
