@@ -8,6 +8,10 @@ type Loader = () => Promise<Plugin>;
 
 /** Installed by `tscni install` (name → loader). */
 export const PLUGINS: Record<string, Loader> = {
+  loopback: async () => (await import("../plugins/main/loopback/index.ts")).plugin,
+  ptp: async () => (await import("../plugins/main/ptp/index.ts")).plugin,
+  tuning: async () => (await import("../plugins/meta/tuning/index.ts")).plugin,
+  bandwidth: async () => (await import("../plugins/meta/bandwidth/index.ts")).plugin,
   "host-local": async () => (await import("../plugins/ipam/host-local/index.ts")).plugin,
   static: async () => (await import("../plugins/ipam/static/index.ts")).plugin,
 };

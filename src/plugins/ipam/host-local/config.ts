@@ -3,14 +3,15 @@
  * allocation order (runtimeConfig.ipRanges, then the legacy top-level range, then ipam.ranges), the
  * requested IPs (CNI_ARGS IP=, args.cni.ips, runtimeConfig.ips), routes, dataDir and resolvConf.
  */
+
 import { loadArgs, parseIPRange, parseIPRanges, parseIPs } from "../../../spec/args.ts";
+import { parseValidAttachments } from "../../../spec/conf.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import {
   field,
   getArray,
   getObject,
   getString,
-  isObject,
   type JSONObject,
   parseJSONObject,
 } from "../../../spec/json.ts";
@@ -69,20 +70,6 @@ export function parseIpamRoutes(ipam: JSONObject): Route[] {
   } catch (err) {
     throw CniError.from(err, "ipam");
   }
-}
-
-function parseValidAttachments(conf: JSONObject): GCAttachment[] | undefined {
-  const key = "cni.dev/valid-attachments";
-  const list = getArray(conf, key);
-  if (!list) return undefined;
-  return list.map((item, i) => {
-    const path = `${key}[${i}]`;
-    if (!isObject(item)) throw new CniError(ErrCode.DecodingFailure, `${path}: expected object`);
-    return {
-      containerID: getString(item, "containerID", path) ?? "",
-      ifname: getString(item, "ifname", path) ?? "",
-    };
-  });
 }
 
 function rawRangeSets(conf: JSONObject, ipam: JSONObject): IPRange[][] {
