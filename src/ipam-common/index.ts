@@ -63,6 +63,7 @@ async function delegate(verb: Verb, args: CmdArgs, stdin: Uint8Array): Promise<R
   const file = await findInPath(type, args.path);
   const plugin = await inProcess(type, file);
   if (plugin) {
+    if (process.env.TSCNI_DEBUG === "1") process.stderr.write(`ipam: ${verb} ${type} in-process (${file})\n`);
     const a: CmdArgs = { ...args, command: verb, stdinData: stdin };
     switch (verb) {
       case "ADD":
