@@ -65,13 +65,15 @@ function run(bin: string, command: string, cont: TempNetns, conf: string, id: st
   };
 }
 
-function shape(result: { interfaces: { name: string; mac?: string }[] }) {
+/** The result with what differs per run (veth name, MACs, netns path) masked. */
+function shape(result: { interfaces: { name: string; mac?: string; sandbox?: string }[] }) {
   return {
     ...result,
     interfaces: result.interfaces.map((i) => ({
       ...i,
       name: i.name.replace(/^veth[0-9a-f]{8}$/, "VETH"),
       mac: "MAC",
+      ...(i.sandbox ? { sandbox: "NETNS" } : {}),
     })),
   };
 }
