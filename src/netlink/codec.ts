@@ -4,6 +4,8 @@
  * defines as network order (ports, some tc fields): those use the be16/be32 helpers.
  */
 
+import { formatIP, parseIP } from "../spec/ipaddr.ts";
+
 export const NLMSG_HDRLEN = 16;
 export const NLA_HDRLEN = 4;
 export const NLA_F_NESTED = 0x8000;
@@ -227,70 +229,16 @@ export function isIPv6(address: string): boolean {
   return address.includes(":");
 }
 
+/** 4 bytes for IPv4, 16 for IPv6 (Go's parsing rules, see src/spec/ipaddr.ts). */
 export function ipToBytes(address: string): Uint8Array {
-  if (!isIPv6(address)) {
-    const parts = address.split(".");
-    if (parts.length !== 4) throw new Error(`invalid IPv4 address ${address}`);
-    const out = new Uint8Array(4);
-    parts.forEach((p, i) => {
-      const n = Number(p);
-      if (!/^\d{1,3}$/.test(p) || n > 255) throw new Error(`invalid IPv4 address ${address}`);
-      out[i] = n;
-    });
-    return out;
-  }
-  let s = address;
-  let tail: number[] = [];
-  const lastColon = s.lastIndexOf(":");
-  if (s.slice(lastColon + 1).includes(".")) {
-    tail = [...ipToBytes(s.slice(lastColon + 1))];
-    s = `${s.slice(0, lastColon + 1)}0:0`;
-  }
-  const halves = s.split("::");
-  if (halves.length > 2) throw new Error(`invalid IPv6 address ${address}`);
-  const groups = (h: string) => (h === "" ? [] : h.split(":"));
-  const head = groups(halves[0] ?? "");
-  const rest = halves.length === 2 ? groups(halves[1] ?? "") : [];
-  const fill = 8 - head.length - rest.length;
-  if ((halves.length === 1 && fill !== 0) || fill < 0) throw new Error(`invalid IPv6 address ${address}`);
-  const all = [...head, ...Array(halves.length === 2 ? fill : 0).fill("0"), ...rest];
-  const out = new Uint8Array(16);
-  all.forEach((g, i) => {
-    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) throw new Error(`invalid IPv6 address ${address}`);
-    const n = Number.parseInt(g, 16);
-    out[i * 2] = n >> 8;
-    out[i * 2 + 1] = n & 0xff;
-  });
-  if (tail.length) out.set(tail, 12);
-  return out;
+  const ip = parseIP(address);
+  if (!ip) throw new Error(`invalid IP address ${address}`);
+  return ip;
 }
 
 /** Formats like Go's net.IP.String(): dotted quad, or RFC 5952 compressed lowercase IPv6. */
 export function bytesToIp(b: Uint8Array): string {
-  if (b.byteLength === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-  if (b.byteLength !== 16) return "";
-  const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push(((b[i * 2] ?? 0) << 8) | (b[i * 2 + 1] ?? 0));
-  // IPv4-mapped ::ffff:a.b.c.d prints as dotted quad, like Go
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return bytesToIp(b.subarray(12, 16));
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(":");
-  if (bestStart < 0) return hex(g);
-  return `${hex(g.slice(0, bestStart))}::${hex(g.slice(bestStart + bestLen))}`;
+  return b.byteLength === 4 || b.byteLength === 16 ? formatIP(b) : "";
 }
 
 export function macToBytes(mac: string): Uint8Array {
