@@ -8,6 +8,7 @@ type Loader = () => Promise<Plugin>;
 
 /** Installed by `tscni install` (name → loader). */
 export const PLUGINS: Record<string, Loader> = {
+  bridge: async () => (await import("../plugins/main/bridge/index.ts")).plugin,
   loopback: async () => (await import("../plugins/main/loopback/index.ts")).plugin,
   ptp: async () => (await import("../plugins/main/ptp/index.ts")).plugin,
   tuning: async () => (await import("../plugins/meta/tuning/index.ts")).plugin,

@@ -5,7 +5,7 @@
  */
 import { addrAdd, addrList } from "../netlink/addr.ts";
 import { linkByName, linkSetUp } from "../netlink/link.ts";
-import { type RouteInfo, type RouteOptions, RT_TABLE, routeAdd, routeList } from "../netlink/route.ts";
+import { type RouteInfo, type RouteOptions, RT_TABLE, routeAppend, routeList } from "../netlink/route.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
 import { sysctlGet, sysctlSet } from "../netlink/sysctl.ts";
 import { type NetNS, withNetns } from "../ns/index.ts";
@@ -113,7 +113,7 @@ export async function configureIface(
     const family = mustNet(r.dst, `adding route on ${ifName}`).family;
     const o: RouteOptions = { ...routeOptions(r), index: link.index, devName: ifName };
     o.gw = r.gw ?? gateways[family];
-    wrap(`configuring ${ifName}`, () => routeAdd(contSock, o));
+    wrap(`configuring ${ifName}`, () => routeAppend(contSock, o));
   }
 }
 

@@ -21,8 +21,9 @@ import {
   splitRule,
 } from "../firewall/iptables.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
+import { sha512hex } from "./hash.ts";
 import type { GCAttachment, IPMasqOwner, MasqAddr } from "./ipmasq.ts";
-import { MULTICAST, sha512hex } from "./ipmasq.ts";
+import { MULTICAST } from "./ipmasq.ts";
 
 const TABLE = "nat";
 const ATTEMPTS = 3;

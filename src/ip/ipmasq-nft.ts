@@ -31,8 +31,9 @@
  */
 import { type NftObject, nftApply, nftJSON, nftQuote } from "../firewall/nft.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
+import { sha512hex } from "./hash.ts";
 import type { GCAttachment, IPMasqOwner, MasqAddr } from "./ipmasq.ts";
-import { MULTICAST, sha512hex } from "./ipmasq.ts";
+import { MULTICAST } from "./ipmasq.ts";
 
 export const NFT_MASQ_TABLE = "tscni_masquerade";
 const T = `inet ${NFT_MASQ_TABLE}`;

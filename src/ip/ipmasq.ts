@@ -8,7 +8,6 @@
  *   attachment added by the Go plugins can be deleted by us and the other way round.
  * - "nftables" (ipmasq-nft.ts): one table with a fixed ruleset and per-container map elements.
  */
-import { createHash } from "node:crypto";
 import { hasTool } from "../firewall/exec.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatIP, parseCIDR, toIPv4 } from "../spec/ipaddr.ts";
@@ -74,11 +73,6 @@ export interface MasqAddr {
 }
 
 export const MULTICAST = { 4: "224.0.0.0/4", 6: "ff00::/8" } as const;
-
-/** sha512 of `s` in hex (upstream builds every chain name and rule tag from it). */
-export function sha512hex(s: string): string {
-  return createHash("sha512").update(s).digest("hex");
-}
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 

@@ -4,7 +4,6 @@
  * with the container end created straight inside the container netns (IFLA_NET_NS_FD on the peer):
  * no setns, and the container end never exists in the host netns, so it never clashes with host names.
  */
-import { randomBytes } from "node:crypto";
 import { type Link, linkAdd, linkByName, linkDel, linkSet, linkSetUp } from "../netlink/link.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
 import { sysctlSet, sysctlSetIn } from "../netlink/sysctl.ts";
@@ -14,7 +13,7 @@ import { isErrno, SysError } from "../sys/errno.ts";
 
 /** "veth" + 8 hex chars, like upstream (NetworkManager ignores devices named veth*). */
 export function randomVethName(): string {
-  return `veth${randomBytes(4).toString("hex")}`;
+  return `veth${Buffer.from(crypto.getRandomValues(new Uint8Array(4))).toString("hex")}`;
 }
 
 export interface VethEnd {

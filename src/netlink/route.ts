@@ -23,6 +23,7 @@ import {
   type Attr,
   attr,
   bytesToIp,
+  NLM_F_APPEND,
   NLM_F_CREATE,
   NLM_F_EXCL,
   NLM_F_REPLACE,
@@ -209,6 +210,16 @@ export function routeAdd(sock: NetlinkSocket, o: RouteOptions): void {
   const op = routeOp("adding", o);
   const { header, attrs } = routeMessage(o, op, false);
   sock.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, header, attrs, op);
+}
+
+/**
+ * `ip route append` (vishvananda's RouteAddEcmp): adds the route even when one with the same key
+ * exists, as upstream's ConfigureIface does — a container on two networks gets two default routes.
+ */
+export function routeAppend(sock: NetlinkSocket, o: RouteOptions): void {
+  const op = routeOp("adding", o);
+  const { header, attrs } = routeMessage(o, op, false);
+  sock.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_APPEND, header, attrs, op);
 }
 
 /** `ip route replace`. */

@@ -3,7 +3,7 @@
  * and stdin, validate them, negotiate the version, dispatch the verb, and print the result — or any
  * failure as CNI error JSON on stdout with exit code 1. Never a stack trace on stdout.
  */
-import { isatty } from "node:tty";
+import { fstatSync } from "node:fs";
 import { parsePluginStdin } from "../spec/conf.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { isObject, parseJSON } from "../spec/json.ts";
@@ -105,7 +105,7 @@ function checkVerbAllowed(
 async function versionReply(plugin: Plugin, opts: PluginMainOptions): Promise<string> {
   let asked: string = CURRENT_VERSION;
   // Like upstream, stdin is optional for VERSION; a terminal is not read so a bare probe cannot hang.
-  if (opts.stdin !== undefined || !isatty(0)) {
+  if (opts.stdin !== undefined || !stdinIsTerminal()) {
     try {
       const conf = parseJSON(await readInput(opts.stdin), "version request");
       const v = isObject(conf) ? conf["cniVersion"] : undefined;
@@ -198,5 +198,15 @@ export async function pluginMain(plugin: Plugin, opts: PluginMainOptions = {}): 
     const cniErr = err instanceof CniError ? err : CniError.from(err);
     await stdout(JSON.stringify(cniErr.toJSON(errorVersion), null, 4));
     return 1;
+  }
+}
+
+/** Whether fd 0 is a terminal (a char device that is not /dev/null); node:tty costs ~3 ms to import. */
+function stdinIsTerminal(): boolean {
+  try {
+    const st = fstatSync(0);
+    return st.isCharacterDevice() && !(st.rdev === 0x103); // 1:3 is /dev/null
+  } catch {
+    return false;
   }
 }

@@ -5,6 +5,7 @@ import {
   RTNH_F_ONLINK,
   RTPROT,
   routeAdd,
+  routeAppend,
   routeDel,
   routeList,
   routeReplace,
@@ -33,6 +34,18 @@ function caught(fn: () => void): SysError {
 }
 
 describe("routes", () => {
+  test("append adds a second default route where add says EEXIST", () => {
+    const { t, v0, v1 } = setup();
+    addrAdd(t.sock, { index: v1, address: "10.0.1.1/24" });
+    routeAdd(t.sock, { dst: "default", gw: "10.0.0.254", index: v0 });
+    expect(caught(() => routeAdd(t.sock, { dst: "default", gw: "10.0.1.254", index: v1 })).code).toBe(
+      "EEXIST",
+    );
+    routeAppend(t.sock, { dst: "default", gw: "10.0.1.254", index: v1 });
+    const defaults = t.ip("-4", "route", "show", "default");
+    expect(defaults.map((r: { gateway: string }) => r.gateway).sort()).toEqual(["10.0.0.254", "10.0.1.254"]);
+  });
+
   test("in table 100 with gateway, metric, mtu, advmss and src", () => {
     const { t, v0 } = setup();
     routeAdd(t.sock, {

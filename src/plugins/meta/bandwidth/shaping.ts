@@ -14,7 +14,7 @@
  * IFLA_IFALIAS is ours: "<network>/<containerID>/<ifName>" — none of the three can hold a "/" — so GC
  * can tell whose ifb it is without a state file.
  */
-import { createHash } from "node:crypto";
+import { sha512hex } from "../../../ip/hash.ts";
 import type { UndoList } from "../../../ip/undo.ts";
 import {
   filterAddU32MatchAllMirred,
@@ -45,9 +45,7 @@ const INGRESS_HANDLE = "ffff:";
 
 /** upstream getIfbDeviceName: utils.MustFormatHashWithPrefix(15, "bwp", network + containerID). */
 export function ifbName(network: string, containerID: string): string {
-  const hex = createHash("sha512")
-    .update(network + containerID)
-    .digest("hex");
+  const hex = sha512hex(network + containerID);
   return `${IFB_PREFIX}${hex}`.slice(0, MAX_IFB_NAME);
 }
 

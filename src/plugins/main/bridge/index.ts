@@ -1,0 +1,183 @@
+/**
+ * bridge: containers on one Linux bridge in the host netns, each through a veth pair whose host end is
+ * a bridge port; optionally the bridge is their gateway and their traffic is masqueraded
+ * (upstream plugins/main/bridge, with the options of plugins ≥ 1.2). GC, which upstream lacks, removes
+ * the masquerade of attachments the runtime no longer lists and forwards to IPAM.
+ */
+
+import { withUndo } from "../../../ip/undo.ts";
+import { ipamCheck, ipamDel, ipamGC, ipamStatus } from "../../../ipam-common/index.ts";
+import { addrList } from "../../../netlink/addr.ts";
+import { linkByName, linkDel } from "../../../netlink/link.ts";
+import { NetlinkSocket } from "../../../netlink/socket.ts";
+import { currentNetns, type NetNS, NsNotFoundError, openNetns } from "../../../ns/index.ts";
+import type { CmdArgs, Plugin } from "../../../skel/types.ts";
+import { CniError, ErrCode } from "../../../spec/errors.ts";
+import { parseJSONObject } from "../../../spec/json.ts";
+import { parsePrevResult } from "../../../spec/result.ts";
+import { CNI_VERSIONS, type NetConf, type Result } from "../../../spec/types.ts";
+import { isErrno } from "../../../sys/errno.ts";
+import {
+  allocate,
+  applyIpam,
+  baseResult,
+  configureContainer,
+  finish,
+  type Handles,
+  ipMasq,
+  plugVeth,
+  setupBridge,
+  setupGateways,
+  spoofCheck,
+} from "./add.ts";
+import { checkAttachment } from "./check.ts";
+import { type BridgeConf, loadBridgeConf } from "./config.ts";
+
+function load(args: CmdArgs): BridgeConf {
+  return loadBridgeConf(args.stdinData, args.args);
+}
+
+function openContainerNs(path: string): NetNS {
+  try {
+    return openNetns(path);
+  } catch (err) {
+    throw CniError.from(err, `failed to open netns "${path}"`);
+  }
+}
+
+/** Opens the container netns and a socket in each netns, runs fn, closes them all. */
+async function withHandles<T>(contNs: NetNS, fn: (h: Handles) => Promise<T>): Promise<T> {
+  const opened: { close(): void }[] = [contNs];
+  try {
+    const hostNs = currentNetns();
+    opened.push(hostNs);
+    const hostSock = NetlinkSocket.open();
+    opened.push(hostSock);
+    const contSock = NetlinkSocket.open({ netnsFd: contNs.fd });
+    opened.push(contSock);
+    return await fn({ hostNs, hostSock, contNs, contSock });
+  } finally {
+    for (const o of opened.reverse()) o.close();
+  }
+}
+
+async function cmdAdd(args: CmdArgs): Promise<Result> {
+  const conf = load(args);
+  return withHandles(openContainerNs(args.netns), (h) =>
+    withUndo(async (undo) => {
+      const br = setupBridge(h, conf);
+      // The veth before IPAM (upstream's order): a repeated ADD fails on the existing interface before
+      // it could reach IPAM, whose rollback would release the first ADD's addresses too.
+      const pair = plugVeth(h, args, conf, br, undo);
+      await spoofCheck(args, conf, pair, undo);
+      const ipam = await allocate(args, conf, undo);
+      const result = baseResult(args, br, pair);
+      if (ipam) {
+        const gateways = applyIpam(result, ipam, conf);
+        await configureContainer(h, args, conf, result);
+        setupGateways(h, conf, br, gateways, result);
+        await ipMasq(args, conf, result, undo);
+      }
+      await finish(h, conf, pair, result);
+      return result;
+    }),
+  );
+}
+
+/**
+ * Deletes the container interface (taking the veth pair with it) and returns its addresses; nothing
+ * when the netns or the interface is already gone.
+ */
+function removeContainerIface(args: CmdArgs): string[] {
+  if (args.netns === "") return [];
+  let ns: NetNS;
+  try {
+    ns = openNetns(args.netns);
+  } catch (err) {
+    if (err instanceof NsNotFoundError) return [];
+    throw CniError.from(err, `failed to open netns "${args.netns}"`);
+  }
+  let sock: NetlinkSocket | undefined;
+  try {
+    sock = NetlinkSocket.open({ netnsFd: ns.fd });
+    const link = linkByName(sock, args.ifName);
+    if (!link) return [];
+    const ips = addrList(sock, { index: link.index })
+      .filter((a) => !(a.version === 6 && /^fe[89ab]/i.test(a.ip)))
+      .map((a) => a.address);
+    try {
+      linkDel(sock, link.index);
+    } catch (err) {
+      if (!isErrno(err, "ENODEV")) throw err;
+    }
+    return ips;
+  } catch (err) {
+    throw CniError.from(err, `deleting ${args.ifName} in netns "${args.netns}"`);
+  } finally {
+    sock?.close();
+    ns.close();
+  }
+}
+
+/**
+ * The interface goes before the addresses are released, so an address is never handed to another
+ * container while this one still has it (upstream's order). Every step tolerates "already gone".
+ */
+async function cmdDel(args: CmdArgs): Promise<void> {
+  const conf = load(args);
+  const ips = removeContainerIface(args);
+  if (conf.ipamType) await ipamDel(args);
+  // The firewall modules load only when a config uses them: they cost start-up time.
+  if (conf.macSpoofChk) {
+    const { teardownSpoofCheck } = await import("./macspoofchk.ts");
+    await teardownSpoofCheck({ containerID: args.containerID, ifName: args.ifName });
+  }
+  if (conf.ipMasq) {
+    // No backend: an attachment made under another ipMasqBackend is removed too (upstream does both).
+    const { teardownIPMasq } = await import("../../../ip/ipmasq.ts");
+    await teardownIPMasq({ network: conf.name, containerID: args.containerID, ifName: args.ifName, ips });
+  }
+}
+
+function prevResult(args: CmdArgs): Result {
+  const raw = parseJSONObject(args.stdinData, "network configuration") as NetConf;
+  const prev = parsePrevResult(raw);
+  if (!prev) throw new CniError(ErrCode.InvalidNetworkConfig, "Required prevResult missing");
+  return prev;
+}
+
+async function cmdCheck(args: CmdArgs): Promise<void> {
+  const conf = load(args);
+  const contNs = openContainerNs(args.netns);
+  await withHandles(contNs, async (h) => {
+    if (conf.ipamType) await ipamCheck(args);
+    await checkAttachment(h, args, conf, prevResult(args));
+  });
+}
+
+async function cmdGC(args: CmdArgs): Promise<void> {
+  const conf = load(args);
+  if (conf.ipMasq) {
+    if (!conf.validAttachments) {
+      throw new CniError(ErrCode.InvalidNetworkConfig, "GC: config is missing cni.dev/valid-attachments");
+    }
+    const { gcIPMasq } = await import("../../../ip/ipmasq.ts");
+    await gcIPMasq({ network: conf.name, validAttachments: conf.validAttachments });
+  }
+  if (conf.ipamType) await ipamGC(args);
+}
+
+async function cmdStatus(args: CmdArgs): Promise<void> {
+  const conf = load(args);
+  if (conf.ipamType) await ipamStatus(args);
+}
+
+export const plugin: Plugin = {
+  supportedVersions: CNI_VERSIONS,
+  about: "bridge: containers on a Linux bridge through veth pairs",
+  add: cmdAdd,
+  del: cmdDel,
+  check: cmdCheck,
+  gc: cmdGC,
+  status: cmdStatus,
+};
