@@ -3,7 +3,13 @@
  * (loopback, then bridge tscni0 + host-local on 10.99.99.0/24 with ipMasq), print the result, prove a
  * packet crosses (ping from the netns to the bridge gateway), then DEL everything and remove the netns.
  */
+import { existsSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { nftApply, nftJSON } from "../firewall/nft.ts";
+import { NFT_MASQ_TABLE } from "../ip/ipmasq-nft.ts";
 import { CNIConfig, type RuntimeConf } from "../libcni/index.ts";
+import { linkByName, linkDel } from "../netlink/link.ts";
+import { NetlinkSocket } from "../netlink/socket.ts";
 import { createNamedNetns, deleteNamedNetns } from "../ns/index.ts";
 import { CniError } from "../spec/errors.ts";
 import { formatResult } from "../spec/result.ts";
@@ -51,6 +57,45 @@ function summary(result: Result): string[] {
   return lines;
 }
 
+/** What the demo may create on the host; afterwards it removes only what was not there before. */
+interface HostState {
+  bridge: boolean;
+  masqTable: boolean;
+  store: boolean;
+}
+
+async function hostState(stateDir: string): Promise<HostState> {
+  const sock = NetlinkSocket.open();
+  try {
+    return {
+      bridge: linkByName(sock, DEMO_BRIDGE) !== undefined,
+      masqTable:
+        (await nftJSON(["list", "table", "inet", NFT_MASQ_TABLE], { missingOk: true })) !== undefined,
+      store: existsSync(join(stateDir, "networks", DEMO_NETWORK)),
+    };
+  } finally {
+    sock.close();
+  }
+}
+
+/** Removes the bridge, masquerade table and store the demo made (DEL leaves them, like upstream). */
+async function removeCreated(before: HostState, stateDir: string): Promise<void> {
+  if (!before.bridge) {
+    const sock = NetlinkSocket.open();
+    try {
+      if (linkByName(sock, DEMO_BRIDGE)) linkDel(sock, DEMO_BRIDGE);
+    } finally {
+      sock.close();
+    }
+    say(`removed bridge ${DEMO_BRIDGE}`);
+  }
+  if (!before.masqTable) {
+    await nftApply(`delete table inet ${NFT_MASQ_TABLE}\n`, { what: "removing the demo's masquerade table" });
+    say(`removed nft table inet ${NFT_MASQ_TABLE}`);
+  }
+  if (!before.store) rmSync(join(stateDir, "networks", DEMO_NETWORK), { recursive: true, force: true });
+}
+
 /** ping from inside the netns: the packet really crosses the veth and the bridge. */
 function ping(netnsPath: string, address: string): boolean {
   const p = Bun.spawnSync(
@@ -72,6 +117,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   const net = builtinNetwork(DEMO_NETWORK, opts.stateDir)!;
   const name = `tscni-demo-${process.pid}`;
 
+  const before = await hostState(opts.stateDir);
   say(`creating network namespace ${name}`);
   const netnsPath = createNamedNetns(name);
   const rt = (ifName: string): RuntimeConf => ({
@@ -96,12 +142,14 @@ export async function runDemo(argv: string[]): Promise<number> {
     say(`demo failed: ${e.message} (code ${e.code})`);
   } finally {
     if (opts.keep) {
+      const env = opts.stateDir === DEFAULT_STATE_DIR ? "" : `CNI_CACHE_DIR=${opts.stateDir} `;
       say(`\n--keep: left ${name} attached. Clean up later with:`);
       say(
-        `  tscni del ${DEMO_NETWORK} ${name} && tscni del ${DEMO_LOOPBACK} ${name} -i lo && ip netns del ${name}`,
+        `  ${env}tscni del ${DEMO_NETWORK} ${name} && ${env}tscni del ${DEMO_LOOPBACK} ${name} -i lo && ip netns del ${name}`,
       );
     } else {
       say("\ntearing down");
+      let deleted = true;
       for (const [list, ifName] of [
         [net, "eth0"],
         [lo, "lo"],
@@ -111,11 +159,14 @@ export async function runDemo(argv: string[]): Promise<number> {
           say(`DEL ${list.name}: done`);
         } catch (err) {
           ok = false;
+          deleted = false;
           say(`DEL ${list.name} failed: ${CniError.from(err).message}`);
         }
       }
       deleteNamedNetns(name);
       say(`removed ${name}`);
+      // Only once every DEL worked: otherwise leave the rest for `tscni del` to find.
+      if (deleted) await removeCreated(before, opts.stateDir);
     }
   }
   return ok ? 0 : 1;
