@@ -5,8 +5,6 @@
  * spawns children from a helper thread, so entering a netns on the JS thread first would not reach the
  * child — the namespace has to be entered by the child itself.
  */
-import { accessSync, constants } from "node:fs";
-import { delimiter, join } from "node:path";
 import { CniError, ErrCode } from "../spec/errors.ts";
 
 /** Where tools are looked for after PATH: plugins often run with a minimal PATH that lacks sbin. */
@@ -18,14 +16,11 @@ const found = new Map<string, string>();
 export function findTool(name: string): string {
   const hit = found.get(name);
   if (hit) return hit;
-  const dirs = [...(process.env.PATH ?? "").split(delimiter).filter((d) => d !== ""), ...FALLBACK_DIRS];
-  for (const dir of dirs) {
-    const path = join(dir, name);
-    try {
-      accessSync(path, constants.X_OK);
-    } catch {
-      continue;
-    }
+  // Bun.which, not node:fs: a plugin's start-up pays for every node: module it loads.
+  const path = Bun.which(name, {
+    PATH: [process.env.PATH ?? "", ...FALLBACK_DIRS].filter(Boolean).join(":"),
+  });
+  if (path) {
     found.set(name, path);
     return path;
   }

@@ -6,23 +6,39 @@
  * in-process with identical input and output — same stdin bytes, same CmdArgs, and the result goes
  * through the same version conversion the exec path's JSON would.
  */
-import { realpathSync } from "node:fs";
-import { execPlugin, findInPath } from "../libcni/exec.ts";
 import { inProcessResolver } from "../skel/inprocess.ts";
 import type { CmdArgs, Plugin } from "../skel/types.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { parseJSONObject } from "../spec/json.ts";
 import { convertResult, parseResult } from "../spec/result.ts";
 import type { Result } from "../spec/types.ts";
+import { realpath } from "../sys/libc.ts";
 
 type Verb = "ADD" | "DEL" | "CHECK" | "GC" | "STATUS";
 
 function selfPath(): string | undefined {
   try {
-    return realpathSync(process.execPath);
+    return realpath(process.execPath);
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The IPAM executable in CNI_PATH (upstream invoke.FindInPath). Bun.which, not libcni's findInPath:
+ * that module brings node:child_process and node:fs/promises, ~4 ms of start-up the in-process path
+ * never needs.
+ */
+function findPlugin(type: string, path: string[]): string {
+  if (type.includes("/")) throw new CniError(ErrCode.InvalidNetworkConfig, `invalid plugin name: ${type}`);
+  const file = path.length > 0 ? Bun.which(type, { PATH: path.join(":") }) : null;
+  if (!file) {
+    throw new CniError(
+      ErrCode.PluginNotAvailable,
+      `failed to find plugin "${type}" in path [${path.join(" ")}]`,
+    );
+  }
+  return file;
 }
 
 /** The in-process plugin when `file` is this executable, else undefined (exec it). */
@@ -31,7 +47,7 @@ async function inProcess(type: string, file: string): Promise<Plugin | undefined
   if (!resolve) return undefined;
   let real: string;
   try {
-    real = realpathSync(file);
+    real = realpath(file);
   } catch {
     return undefined;
   }
@@ -60,7 +76,7 @@ function env(verb: Verb, args: CmdArgs): Record<string, string> {
 
 async function delegate(verb: Verb, args: CmdArgs, stdin: Uint8Array): Promise<Result | undefined> {
   const { type, cniVersion } = ipamType(stdin);
-  const file = await findInPath(type, args.path);
+  const file = findPlugin(type, args.path);
   const plugin = await inProcess(type, file);
   if (plugin) {
     if (process.env.TSCNI_DEBUG === "1") process.stderr.write(`ipam: ${verb} ${type} in-process (${file})\n`);
@@ -79,6 +95,7 @@ async function delegate(verb: Verb, args: CmdArgs, stdin: Uint8Array): Promise<R
         return void (await plugin.status?.(a));
     }
   }
+  const { execPlugin } = await import("../libcni/exec.ts");
   const out = await execPlugin({ pluginPath: file, env: env(verb, args), stdin });
   if (verb !== "ADD") return undefined;
   return parseResult(JSON.parse(new TextDecoder().decode(out)), cniVersion);

@@ -23,6 +23,7 @@ const lib = dlopen("libc.so.6", {
   umount2: { args: [cstring, i32], returns: i32 },
   flock: { args: [i32, i32], returns: i32 },
   ioctl: { args: [i32, u64, ptr], returns: i32 },
+  realpath: { args: [cstring, ptr], returns: ptr },
   getpid: { args: [], returns: i32 },
   gettid: { args: [], returns: i32 },
 });
@@ -159,6 +160,13 @@ export function flock(fd: number, op: number): void {
  */
 export function ioctl(fd: number, request: number, arg: Uint8Array | number, op = "ioctl"): number {
   return check(fn.ioctl(fd, request, arg as Uint8Array), op);
+}
+
+/** realpath(3): the canonical absolute path (symlinks resolved); SysError when it does not resolve. */
+export function realpath(path: string): string {
+  const buf = new Uint8Array(4096); // PATH_MAX
+  if (fn.realpath(cstr(path), buf) === null) throw new SysError(`resolving ${path}`, errno());
+  return new TextDecoder().decode(buf.subarray(0, buf.indexOf(0)));
 }
 
 export function getpid(): number {
