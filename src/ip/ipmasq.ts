@@ -11,6 +11,7 @@
 import { hasTool } from "../firewall/exec.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatIP, parseCIDR, toIPv4 } from "../spec/ipaddr.ts";
+import type { IPMasqBackend } from "./ipmasq-backend.ts";
 import {
   checkIPMasqIptables,
   gcIPMasqIptables,
@@ -19,7 +20,7 @@ import {
 } from "./ipmasq-iptables.ts";
 import { checkIPMasqNft, gcIPMasqNft, setupIPMasqNft, teardownIPMasqNft } from "./ipmasq-nft.ts";
 
-export type IPMasqBackend = "nftables" | "iptables";
+export type { IPMasqBackend };
 
 /** Whose masquerade: one attachment of a container to a network. */
 export interface IPMasqOwner {

@@ -18,7 +18,14 @@ import {
   parseJSONObject,
 } from "./json.ts";
 import { convertResult } from "./result.ts";
-import { CURRENT_VERSION, type GCAttachment, type NetConf, type NetConfList, type Result } from "./types.ts";
+import {
+  CURRENT_VERSION,
+  type DNS,
+  type GCAttachment,
+  type NetConf,
+  type NetConfList,
+  type Result,
+} from "./types.ts";
 import { validateNetworkName } from "./validate.ts";
 import { compareVersions, parseVersion } from "./version.ts";
 
@@ -296,4 +303,24 @@ export function parseValidAttachments(conf: JSONObject): GCAttachment[] | undefi
       ifname: getString(item, "ifname", path) ?? "",
     };
   });
+}
+
+/**
+ * A plugin config's own `dns` key (bridge, ptp…), with upstream's dnsConfSet rule: any list present
+ * (even empty) or a domain counts as set; undefined when none is.
+ */
+export function parseConfDNS(conf: JSONObject): DNS | undefined {
+  const d = getObject(conf, "dns");
+  if (!d) return undefined;
+  const nameservers = getStringArray(d, "nameservers", "dns");
+  const domain = getString(d, "domain", "dns");
+  const search = getStringArray(d, "search", "dns");
+  const options = getStringArray(d, "options", "dns");
+  if (!nameservers && !domain && !search && !options) return undefined;
+  const out: DNS = {};
+  if (nameservers) out.nameservers = nameservers;
+  if (domain) out.domain = domain;
+  if (search) out.search = search;
+  if (options) out.options = options;
+  return out;
 }

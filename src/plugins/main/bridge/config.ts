@@ -4,8 +4,10 @@
  * portIsolation, ipMasqBackend). Keys decode with Go's rules (case-insensitive, wrong type → code 6);
  * bad values are code 7 naming the key.
  */
-import type { IPMasqBackend } from "../../../ip/ipmasq.ts";
+
+import { type IPMasqBackend, parseIPMasqBackend } from "../../../ip/ipmasq-backend.ts";
 import { isHardwareAddr, loadArgs, parseMac } from "../../../spec/args.ts";
+import { parseConfDNS, parseValidAttachments } from "../../../spec/conf.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import {
   field,
@@ -14,7 +16,6 @@ import {
   getInt,
   getObject,
   getString,
-  getStringArray,
   isObject,
   type JSONObject,
   parseJSONObject,
@@ -134,45 +135,6 @@ function normalizeMac(mac: string): string {
   return hex.match(/../g)?.join(":") ?? mac;
 }
 
-function parseDNS(conf: JSONObject): DNS | undefined {
-  const d = getObject(conf, "dns");
-  if (!d) return undefined;
-  const out: DNS = {};
-  const nameservers = getStringArray(d, "nameservers", "dns");
-  const domain = getString(d, "domain", "dns");
-  const search = getStringArray(d, "search", "dns");
-  const options = getStringArray(d, "options", "dns");
-  // Upstream's dnsConfSet: any list present (even empty) or a domain counts as set.
-  if (nameservers) out.nameservers = nameservers;
-  if (domain) out.domain = domain;
-  if (search) out.search = search;
-  if (options) out.options = options;
-  return nameservers || domain || search || options ? out : undefined;
-}
-
-function parseValidAttachments(conf: JSONObject): GCAttachment[] | undefined {
-  const key = "cni.dev/valid-attachments";
-  const list = getArray(conf, key);
-  if (!list) return undefined;
-  return list.map((item, i) => {
-    const path = `${key}[${i}]`;
-    if (!isObject(item)) throw new CniError(ErrCode.DecodingFailure, `${path}: expected object`);
-    return {
-      containerID: getString(item, "containerID", path) ?? "",
-      ifname: getString(item, "ifname", path) ?? "",
-    };
-  });
-}
-
-function parseBackend(conf: JSONObject): IPMasqBackend {
-  const b = getString(conf, "ipMasqBackend");
-  if (b === undefined || b === "") return "nftables";
-  if (b !== "nftables" && b !== "iptables") {
-    throw invalid(`ipMasqBackend: must be "nftables" or "iptables", got ${JSON.stringify(b)}`);
-  }
-  return b;
-}
-
 /** Parses and validates the bridge configuration (stdin) plus CNI_ARGS. */
 export function loadBridgeConf(stdin: Uint8Array | string, cniArgs: string): BridgeConf {
   const conf = parseJSONObject(stdin, "network configuration");
@@ -210,7 +172,7 @@ export function loadBridgeConf(stdin: Uint8Array | string, cniArgs: string): Bri
     isDefaultGateway,
     forceAddress: getBool(conf, "forceAddress") ?? false,
     ipMasq: getBool(conf, "ipMasq") ?? false,
-    ipMasqBackend: parseBackend(conf),
+    ipMasqBackend: parseIPMasqBackend(conf),
     mtu,
     hairpinMode,
     promiscMode,
@@ -226,7 +188,7 @@ export function loadBridgeConf(stdin: Uint8Array | string, cniArgs: string): Bri
   const mac = containerMac(conf, cniArgs);
   if (mac) out.mac = mac;
   if (ipamType) out.ipamType = ipamType;
-  const dns = parseDNS(conf);
+  const dns = parseConfDNS(conf);
   if (dns) out.dns = dns;
   const valid = parseValidAttachments(conf);
   if (valid) out.validAttachments = valid;

@@ -3,18 +3,10 @@
  * Keys decode with Go's rules (case-insensitive, wrong type → code 6); bad values are code 7 naming the key.
  */
 
-import type { IPMasqBackend } from "../../../ip/ipmasq.ts";
-import { parseValidAttachments } from "../../../spec/conf.ts";
+import { type IPMasqBackend, parseIPMasqBackend } from "../../../ip/ipmasq-backend.ts";
+import { parseConfDNS, parseValidAttachments } from "../../../spec/conf.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
-import {
-  getBool,
-  getInt,
-  getObject,
-  getString,
-  getStringArray,
-  type JSONObject,
-  parseJSONObject,
-} from "../../../spec/json.ts";
+import { getBool, getInt, getString, parseJSONObject } from "../../../spec/json.ts";
 import { parsePrevResult } from "../../../spec/result.ts";
 import type { DNS, GCAttachment, NetConf, Result } from "../../../spec/types.ts";
 import { validateNetworkName } from "../../../spec/validate.ts";
@@ -37,32 +29,6 @@ function invalid(msg: string): CniError {
   return new CniError(ErrCode.InvalidNetworkConfig, msg);
 }
 
-function parseDNS(conf: JSONObject): DNS | undefined {
-  const d = getObject(conf, "dns");
-  if (!d) return undefined;
-  const nameservers = getStringArray(d, "nameservers", "dns");
-  const domain = getString(d, "domain", "dns");
-  const search = getStringArray(d, "search", "dns");
-  const options = getStringArray(d, "options", "dns");
-  // Upstream's dnsConfSet: any list present (even empty) or a domain counts as set.
-  if (!nameservers && !domain && !search && !options) return undefined;
-  const out: DNS = {};
-  if (nameservers) out.nameservers = nameservers;
-  if (domain) out.domain = domain;
-  if (search) out.search = search;
-  if (options) out.options = options;
-  return out;
-}
-
-function parseBackend(conf: JSONObject): IPMasqBackend {
-  const b = getString(conf, "ipMasqBackend");
-  if (b === undefined || b === "") return "nftables";
-  if (b !== "nftables" && b !== "iptables") {
-    throw invalid(`ipMasqBackend: must be "nftables" or "iptables", got ${JSON.stringify(b)}`);
-  }
-  return b;
-}
-
 /** Parses and validates the ptp configuration (stdin). */
 export function loadPtpConf(stdin: Uint8Array | string): PtpConf {
   const conf = parseJSONObject(stdin, "network configuration");
@@ -74,10 +40,10 @@ export function loadPtpConf(stdin: Uint8Array | string): PtpConf {
     name,
     cniVersion: getString(conf, "cniVersion") ?? "",
     ipMasq: getBool(conf, "ipMasq") ?? false,
-    ipMasqBackend: parseBackend(conf),
+    ipMasqBackend: parseIPMasqBackend(conf),
     mtu,
   };
-  const dns = parseDNS(conf);
+  const dns = parseConfDNS(conf);
   if (dns) out.dns = dns;
   const prev = parsePrevResult(conf as NetConf);
   if (prev) out.prevResult = prev;

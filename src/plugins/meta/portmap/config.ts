@@ -7,19 +7,10 @@
  * select iptables the way upstream detects them. Options of the other backend are an error.
  */
 import { parsePortMappings } from "../../../spec/args.ts";
-import { parseNetConf } from "../../../spec/conf.ts";
+import { parseNetConf, parseValidAttachments } from "../../../spec/conf.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { formatIP, parseCIDR, parseIP, toIPv4 } from "../../../spec/ipaddr.ts";
-import {
-  field,
-  getArray,
-  getBool,
-  getInt,
-  getObject,
-  getString,
-  getStringArray,
-  isObject,
-} from "../../../spec/json.ts";
+import { field, getBool, getInt, getObject, getString, getStringArray } from "../../../spec/json.ts";
 import { parsePrevResult } from "../../../spec/result.ts";
 import type { GCAttachment, PortMapping, Result } from "../../../spec/types.ts";
 
@@ -184,20 +175,6 @@ export function containerAddrs(result: Result | undefined, ifName: string): Cont
   return out;
 }
 
-function validAttachments(raw: Record<string, unknown>): GCAttachment[] | undefined {
-  const key = "cni.dev/valid-attachments";
-  const list = getArray(raw, key);
-  if (!list) return undefined;
-  return list.map((item, i) => {
-    const path = `${key}[${i}]`;
-    if (!isObject(item)) throw new CniError(ErrCode.DecodingFailure, `${path}: expected object`);
-    return {
-      containerID: getString(item, "containerID", path) ?? "",
-      ifname: getString(item, "ifname", path) ?? "",
-    };
-  });
-}
-
 /** Parses and validates portmap's stdin; bad values are code 7 naming the key. */
 export function parseConfig(stdin: Uint8Array | string, ifName: string): PortmapConf {
   const raw = parseNetConf(stdin);
@@ -234,7 +211,7 @@ export function parseConfig(stdin: Uint8Array | string, ifName: string): Portmap
   };
   if (external !== undefined) conf.externalSetMarkChain = external;
   if (prevResult) conf.prevResult = prevResult;
-  const valid = validAttachments(raw);
+  const valid = parseValidAttachments(raw);
   if (valid) conf.validAttachments = valid;
   return conf;
 }
