@@ -24,8 +24,9 @@
  * compare-and-delete that aborts the whole transaction if anyone changed the element since we read it;
  * we then reread and replan. Adds of a key someone else took meanwhile abort the same way.
  *
- * Each call: one `nft -j list table` and one `nft -f -` transaction (ADD also re-creates the table,
- * maps and the two rules, flushing the chain first, so the ruleset is always exactly the one above).
+ * Each call: one `nft -j list table` and one `nft -f -` transaction. ADD re-creates the table, maps and
+ * the two rules (flushing the chain first) only when the read shows them missing or different: a
+ * chain flush costs ~15 ms in the kernel, so the common ADD only adds elements.
  * The table is our own: upstream's cni_plugins_masquerade has a different layout, and its ADD flushes
  * that table's postrouting chain, so sharing it would break both.
  */
@@ -178,6 +179,18 @@ async function transact(
   }
 }
 
+/** Whether the postrouting chain has the IPv`family` masquerade rule over our maps. */
+function hasMasqRule(state: NftState, family: 4 | 6): boolean {
+  return state.rules.some((r) => {
+    const text = JSON.stringify(r);
+    return (
+      text.includes(`"@masq${family}"`) &&
+      text.includes(`"@exempt${family}"`) &&
+      text.includes('"masquerade"')
+    );
+  });
+}
+
 export async function setupIPMasqNft(
   o: IPMasqOwner,
   addrs: readonly MasqAddr[],
@@ -193,7 +206,8 @@ export async function setupIPMasqNft(
       (e) => (ownerOf(e) === id || wantAddrs.has(elemAddr(e))) && !want.some((w) => same(w, e)),
     );
     const add = want.filter((w) => !state.elems.some((e) => same(w, e)));
-    return [...ensureRuleset(), ...drop.flatMap(deleteLines), ...add.map(addLine)];
+    const rulesetOK = state.rules.length === 2 && hasMasqRule(state, 4) && hasMasqRule(state, 6);
+    return [...(rulesetOK ? [] : ensureRuleset()), ...drop.flatMap(deleteLines), ...add.map(addLine)];
   });
 }
 
@@ -212,15 +226,7 @@ export async function checkIPMasqNft(
   const state = await readState(netnsPath);
   for (const family of [4, 6] as const) {
     if (!addrs.some((a) => a.family === family)) continue;
-    const masqRule = state.rules.some((r) => {
-      const text = JSON.stringify(r);
-      return (
-        text.includes(`"@masq${family}"`) &&
-        text.includes(`"@exempt${family}"`) &&
-        text.includes('"masquerade"')
-      );
-    });
-    if (!masqRule) {
+    if (!hasMasqRule(state, family)) {
       throw new CniError(
         ErrCode.Internal,
         `nft table ${T} has no IPv${family} masquerade rule in postrouting`,

@@ -2,7 +2,7 @@
  * Compiles the tscni executable for tests, with exactly the flags of package.json's "build" script
  * (only the output file differs), once per test process.
  */
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -13,7 +13,10 @@ export function buildTscni(): string {
   if (built) return built;
   const script: string = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).scripts.build;
   const args = script.split(/\s+/).slice(1); // drop "bun"
-  const out = join(mkdtempSync(join(tmpdir(), "tscni-build-")), "tscni");
+  const dir = mkdtempSync(join(tmpdir(), "tscni-build-"));
+  // ~110 MB each: removed when the test process ends (every test file of the run shares it).
+  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  const out = join(dir, "tscni");
   const i = args.indexOf("--outfile");
   if (i < 0) throw new Error(`package.json build script has no --outfile: ${script}`);
   args[i + 1] = out;

@@ -169,6 +169,20 @@ describe("nftables backend", () => {
       expect(keys(t, "exempt4")).toEqual([]);
     }));
 
+  test("an ADD repairs a chain that lost its rules (and otherwise leaves the chain alone)", () =>
+    withNetns(1, async (host) => {
+      await setupIPMasq(opts(host, "c1", ["10.22.0.5/16"]));
+      const handlesBefore = JSON.stringify(nftTable(host)?.rules);
+      await setupIPMasq(opts(host, "c2", ["10.22.0.6/16"]));
+      // Not re-created: the rules keep their handles.
+      expect(JSON.stringify(nftTable(host)?.rules)).toBe(handlesBefore);
+      sh(["ip", "netns", "exec", host.name, "nft", "flush", "chain", "inet", TABLE, "postrouting"]);
+      expect(nftTable(host)?.rules).toHaveLength(0);
+      await setupIPMasq(opts(host, "c3", ["10.22.0.7/16"]));
+      expect(nftTable(host)?.rules).toHaveLength(2);
+      await checkIPMasq(opts(host, "c1", ["10.22.0.5/16"]));
+    }));
+
   test("check passes when everything is there and names what is missing otherwise", () =>
     withNetns(1, async (host) => {
       await expect(checkIPMasq(opts(host, "c1", ["10.22.0.5/16"]))).rejects.toThrow(/masquerade rule|lacks/);
