@@ -13,11 +13,6 @@ import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatIP, ipFamily, parseCIDR, parseIP } from "../spec/ipaddr.ts";
 import type { IPConfig, Result, Route } from "../spec/types.ts";
 
-export interface ConfigureIfaceOptions {
-  /** Keep IPv6 duplicate address detection on (default off: the addresses are ours alone). */
-  enableDad?: boolean;
-}
-
 /** Upstream waits up to 10 s for IPv6 addresses to leave the tentative state. */
 const SETTLE_TIMEOUT_MS = 10_000;
 const SETTLE_POLL_MS = 20;
@@ -87,7 +82,6 @@ export async function configureIface(
   contNs: NetNS,
   ifName: string,
   result: Result,
-  opts: ConfigureIfaceOptions = {},
 ): Promise<void> {
   if (!result.interfaces?.length) throw fail(`configuring ${ifName}: no interfaces to configure`);
   const link = wrap(`configuring ${ifName}`, () => linkByName(contSock, ifName));
@@ -95,7 +89,7 @@ export async function configureIface(
   const ips = ipsForIface(result, ifName);
   const nets = ips.map((ipc) => mustNet(ipc.address, `adding IP address to ${ifName}`));
   const hasV6 = nets.some((n) => n.family === 6);
-  if (hasV6) prepareIPv6(contNs, ifName, !opts.enableDad);
+  if (hasV6) enableIPv6(contNs, ifName);
 
   const gateways: { 4?: string; 6?: string } = {};
   for (const ipc of ips) {
@@ -128,8 +122,11 @@ function routeOptions(r: Route): RouteOptions {
   return o;
 }
 
-/** IPv6 on for lo and the interface (upstream), and DAD off for the interface when asked. */
-function prepareIPv6(contNs: NetNS, ifName: string, disableDad: boolean): void {
+/**
+ * IPv6 on for lo and the interface (upstream). DAD is the caller's business: bridge turns it off
+ * unless enabledad, ptp leaves the kernel's default, as upstream.
+ */
+function enableIPv6(contNs: NetNS, ifName: string): void {
   withNetns(contNs, () => {
     for (const dev of ["lo", ifName]) {
       const key = `net/ipv6/conf/${dev}/disable_ipv6`;
@@ -141,13 +138,6 @@ function prepareIPv6(contNs: NetNS, ifName: string, disableDad: boolean): void {
       }
       if (value === "0") continue;
       wrap(`enabling IPv6 on ${dev}`, () => sysctlSet(key, 0));
-    }
-    if (disableDad) {
-      try {
-        sysctlSet(`net/ipv6/conf/${ifName}/accept_dad`, 0);
-      } catch {
-        // best effort, as upstream: DAD then just takes its second
-      }
     }
   });
 }

@@ -66,6 +66,9 @@ export function setupVeth(o: SetupVethOptions): VethPair {
         peerName: o.contIfName,
         peerNetnsFd: o.contNs.fd,
         peerMac: o.contMac,
+        // Both ends without a queue (txqlen 0), as upstream's veths: a veth hands packets straight to
+        // its peer, and bandwidth's ifb copies this value.
+        txqlen: 0,
       });
     } catch (err) {
       if (isErrno(err, "EEXIST")) {

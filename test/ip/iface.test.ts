@@ -83,7 +83,6 @@ describe("configureIface", () => {
     expect(info.filter((a) => a.family === "inet6" && !a.local.startsWith("fe80") && a.tentative)).toEqual(
       [],
     );
-    expect(cont.run(["sysctl", "-n", "net.ipv6.conf.eth0.accept_dad"]).stdout.trim()).toBe("0");
     const link = cont.ip("link", "show", "dev", "eth0")[0];
     expect(link.flags).toContain("UP");
     const v4 = cont.ip("-4", "route", "show") as IpRoute[];
@@ -99,14 +98,14 @@ describe("configureIface", () => {
     expect(JSON.stringify(cont.ip("addr", "show"))).not.toContain("10.8.0.1");
   });
 
-  test("enableDad leaves DAD on", async () => {
+  test("leaves DAD alone (upstream ConfigureIface; bridge decides it itself)", async () => {
     const { cont } = containerWithVeth();
     const r: Result = {
       cniVersion: "1.1.0",
       interfaces: [{ name: "eth0" }],
       ips: [{ interface: 0, address: "fd00:9::7/64" }],
     };
-    await configureIface(cont.sock, cont.ns, "eth0", r, { enableDad: true });
+    await configureIface(cont.sock, cont.ns, "eth0", r);
     expect(cont.run(["sysctl", "-n", "net.ipv6.conf.eth0.accept_dad"]).stdout.trim()).not.toBe("0");
     expect(addrsOf(cont, "eth0")).toEqual(["fd00:9::7/64"]);
   });

@@ -155,13 +155,16 @@ export async function configureContainer(
         // best effort, as upstream (e.g. IPv6 disabled in the container)
       }
     };
+    // Upstream turns DAD off unless enabledad, whether or not the result has IPv6 addresses.
     if (conf.enableDad) {
       set(`net/ipv6/conf/${args.ifName}/enhanced_dad`, 1);
       set(`net/ipv6/conf/${args.ifName}/accept_dad`, 1);
+    } else {
+      set(`net/ipv6/conf/${args.ifName}/accept_dad`, 0);
     }
     set(`net/ipv4/conf/${args.ifName}/arp_notify`, 1);
   });
-  await configureIface(h.contSock, h.contNs, args.ifName, result, { enableDad: conf.enableDad });
+  await configureIface(h.contSock, h.contNs, args.ifName, result);
 }
 
 /**

@@ -135,8 +135,21 @@ function normalizeMac(mac: string): string {
   return hex.match(/../g)?.join(":") ?? mac;
 }
 
+export interface LoadOptions {
+  /**
+   * DEL must not fail on what only ADD acts on (upstream checks these in cmdAdd): a runtime retries a
+   * failing DEL forever. With `forDel` the hairpin/promisc and IPAM/disableContainerInterface
+   * combinations and a malformed container MAC are not errors.
+   */
+  forDel?: boolean;
+}
+
 /** Parses and validates the bridge configuration (stdin) plus CNI_ARGS. */
-export function loadBridgeConf(stdin: Uint8Array | string, cniArgs: string): BridgeConf {
+export function loadBridgeConf(
+  stdin: Uint8Array | string,
+  cniArgs: string,
+  opts: LoadOptions = {},
+): BridgeConf {
   const conf = parseJSONObject(stdin, "network configuration");
   const name = getString(conf, "name") ?? "";
   validateNetworkName(name);
@@ -154,13 +167,13 @@ export function loadBridgeConf(stdin: Uint8Array | string, cniArgs: string): Bri
   const isDefaultGateway = getBool(conf, "isDefaultGateway") ?? false;
   const hairpinMode = getBool(conf, "hairpinMode") ?? false;
   const promiscMode = getBool(conf, "promiscMode") ?? false;
-  if (hairpinMode && promiscMode) {
+  if (hairpinMode && promiscMode && !opts.forDel) {
     throw invalid("cannot set hairpin mode and promiscuous mode at the same time");
   }
   const ipam = getObject(conf, "ipam");
   const ipamType = (ipam && getString(ipam, "type", "ipam")) || undefined;
   const disableContainerInterface = getBool(conf, "disableContainerInterface") ?? false;
-  if (disableContainerInterface && ipamType) {
+  if (disableContainerInterface && ipamType && !opts.forDel) {
     throw invalid("cannot use IPAM when disableContainerInterface is set");
   }
 
@@ -185,8 +198,10 @@ export function loadBridgeConf(stdin: Uint8Array | string, cniArgs: string): Bri
     disableContainerInterface,
     portIsolation: getBool(conf, "portIsolation") ?? false,
   };
-  const mac = containerMac(conf, cniArgs);
-  if (mac) out.mac = mac;
+  if (!opts.forDel) {
+    const mac = containerMac(conf, cniArgs);
+    if (mac) out.mac = mac;
+  }
   if (ipamType) out.ipamType = ipamType;
   const dns = parseConfDNS(conf);
   if (dns) out.dns = dns;

@@ -34,7 +34,7 @@ import { checkAttachment } from "./check.ts";
 import { type BridgeConf, loadBridgeConf } from "./config.ts";
 
 function load(args: CmdArgs): BridgeConf {
-  return loadBridgeConf(args.stdinData, args.args);
+  return loadBridgeConf(args.stdinData, args.args, { forDel: args.command === "DEL" });
 }
 
 function openContainerNs(path: string): NetNS {
