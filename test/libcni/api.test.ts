@@ -4,8 +4,8 @@ import { join } from "node:path";
 import { CNIConfig, type RuntimeConf } from "../../src/libcni/index.ts";
 import type { NoopCall } from "../../src/plugins/test/noop.ts";
 import { parseConfList, parseNetConf } from "../../src/spec/conf.ts";
-import { CniError } from "../../src/spec/errors.ts";
 import type { NetConfList } from "../../src/spec/types.ts";
+import { rejection } from "../helpers/errors.ts";
 import { makeNoopEnv, type NoopEnv } from "./noop-env.ts";
 
 // Every step spawns real plugin processes; a loaded machine makes them slow, never wrong.
@@ -61,16 +61,6 @@ function cacheFile(name = "net1-ctr1-eth0"): string {
   return join(env.cacheDir, "results", name);
 }
 
-async function failure(p: Promise<unknown>): Promise<CniError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return err as CniError;
-  }
-  throw new Error("expected a failure");
-}
-
 const summary = (calls: NoopCall[]) => calls.map((c) => `${c.command}:${c.stdin.tag}`);
 
 describe("ADD", () => {
@@ -123,7 +113,7 @@ describe("ADD", () => {
       { tag: "a", errorCode: 11, errorMsg: "busy", errorDetails: "retry in 5s", failOn: ["ADD"] },
       { tag: "b" },
     ]);
-    const err = await failure(cni.addNetworkList(list, rt()));
+    const err = await rejection(cni.addNetworkList(list, rt()));
     expect(err.code).toBe(11);
     expect(err.msg).toBe('plugin type="noop" name="net1" failed (add): busy');
     expect(err.details).toBe("retry in 5s");
@@ -136,15 +126,15 @@ describe("ADD", () => {
     const list = parseConfList(
       JSON.stringify({ cniVersion: "1.0.0", name: "net1", plugins: [{ type: "ghost" }] }),
     );
-    const err = await failure(c.addNetworkList(list, rt()));
+    const err = await rejection(c.addNetworkList(list, rt()));
     expect(err.code).toBe(50);
     expect(err.msg).toContain(`failed to find plugin "ghost" in path [/nonexistent/one ${env.binDir}]`);
   });
 
   test("bad container id / interface name is refused before any plugin runs or file is written", async () => {
-    expect((await failure(cni.addNetworkList(two(), rt({ containerID: "../etc" })))).code).toBe(4);
-    expect((await failure(cni.addNetworkList(two(), rt({ ifName: "a/b" })))).code).toBe(4);
-    expect((await failure(cni.delNetworkList(two(), rt({ containerID: "" })))).code).toBe(3);
+    expect((await rejection(cni.addNetworkList(two(), rt({ containerID: "../etc" })))).code).toBe(4);
+    expect((await rejection(cni.addNetworkList(two(), rt({ ifName: "a/b" })))).code).toBe(4);
+    expect((await rejection(cni.delNetworkList(two(), rt({ containerID: "" })))).code).toBe(3);
     expect(env.calls()).toEqual([]);
   });
 });
@@ -195,7 +185,7 @@ describe("DEL", () => {
       { tag: "b", errorCode: 5, errorMsg: "disk", failOn: ["DEL"] },
     ]);
     await cni.addNetworkList(list, rt());
-    const err = await failure(cni.delNetworkList(list, rt()));
+    const err = await rejection(cni.delNetworkList(list, rt()));
     expect([err.code, err.msg]).toEqual([5, 'plugin type="noop" name="net1" failed (delete): disk']);
     expect(readdirSync(join(env.cacheDir, "results"))).toEqual(["net1-ctr1-eth0"]);
   });
@@ -212,13 +202,13 @@ describe("CHECK", () => {
   });
 
   test("is an error without a cached result", async () => {
-    const err = await failure(cni.checkNetworkList(two(), rt()));
+    const err = await rejection(cni.checkNetworkList(two(), rt()));
     expect(err.msg).toContain('no cached result for network "net1"');
     expect(env.calls()).toEqual([]);
   });
 
   test("is an error before 0.4.0, even with disableCheck", async () => {
-    const err = await failure(cni.checkNetworkList(two("0.3.1", { disableCheck: true }), rt()));
+    const err = await rejection(cni.checkNetworkList(two("0.3.1", { disableCheck: true }), rt()));
     expect(err.code).toBe(1);
     expect(err.msg).toBe('configuration version "0.3.1" does not support the CHECK command');
   });
@@ -281,7 +271,7 @@ describe("GC and STATUS", () => {
     await cni.getStatusNetworkList(two("1.0.0"));
     expect(env.calls().length).toBe(2);
     const down = noopList("1.1.0", [{ tag: "x", errorCode: 50, errorMsg: "not ready", failOn: ["STATUS"] }]);
-    const err = await failure(cni.getStatusNetworkList(down));
+    const err = await rejection(cni.getStatusNetworkList(down));
     expect([err.code, err.msg]).toEqual([50, "not ready"]);
   });
 });
@@ -306,7 +296,7 @@ describe("versions", () => {
       "0.3.1",
     ]);
     expect(await cni.validateNetworkList(old("0.3.1"))).toEqual(["portMappings"]);
-    const bad = await failure(cni.validateNetworkList(old("1.0.0")));
+    const bad = await rejection(cni.validateNetworkList(old("1.0.0")));
     expect(bad.msg).toBe('plugin noop031 does not support config version "1.0.0"');
 
     const l = old("0.3.1");
@@ -319,7 +309,7 @@ describe("versions", () => {
   });
 
   test("asking a 0.3.1-only plugin for 1.0.0 fails with incompatible version", async () => {
-    const err = await failure(cni.addNetworkList(old("1.0.0"), rt()));
+    const err = await rejection(cni.addNetworkList(old("1.0.0"), rt()));
     expect(err.code).toBe(1);
     expect(err.msg).toContain('plugin type="noop031"');
   });

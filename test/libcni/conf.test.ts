@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { confFiles, loadConfList, NoConfigsFoundError, NotFoundError } from "../../src/libcni/conf.ts";
-import { CniError } from "../../src/spec/errors.ts";
+import { rejection } from "../helpers/errors.ts";
 
 let dir: string;
 beforeEach(() => {
@@ -22,16 +22,6 @@ const list = (name: string, marker: string, extra: Record<string, unknown> = {})
   ...extra,
 });
 const single = (name: string, marker: string) => ({ cniVersion: "0.4.0", name, type: "noop", marker });
-
-async function failure(p: Promise<unknown>): Promise<CniError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return err as CniError;
-  }
-  throw new Error("expected a failure");
-}
 
 describe("confFiles", () => {
   test("regular files with the extensions, sorted lexically; [] for a missing dir", async () => {
@@ -104,7 +94,7 @@ describe("loadConfList", () => {
 
   test("a list with no plugins anywhere is an error naming the file", async () => {
     put("net.conflist", { cniVersion: "1.1.0", name: "net" });
-    const err = await failure(loadConfList(dir, "net"));
+    const err = await rejection(loadConfList(dir, "net"));
     expect(err.msg).toContain("net.conflist");
     expect(err.msg).toContain("no plugins");
   });
@@ -113,15 +103,15 @@ describe("loadConfList", () => {
     put("net.conflist", list("net", "inline"));
     mkdirSync(join(dir, "net"));
     writeFileSync(join(dir, "net", "a.conf"), "{oops");
-    expect((await failure(loadConfList(dir, "net"))).msg).toContain(join(dir, "net", "a.conf"));
+    expect((await rejection(loadConfList(dir, "net"))).msg).toContain(join(dir, "net", "a.conf"));
   });
 
   test("not found: names the network and the dir; an empty dir is NoConfigsFound", async () => {
-    const none = await failure(loadConfList(dir, "net"));
+    const none = await rejection(loadConfList(dir, "net"));
     expect(none).toBeInstanceOf(NoConfigsFoundError);
     expect(none.msg).toContain(dir);
     put("other.conflist", list("other", "x"));
-    const err = await failure(loadConfList(dir, "net"));
+    const err = await rejection(loadConfList(dir, "net"));
     expect(err).toBeInstanceOf(NotFoundError);
     expect(err).not.toBeInstanceOf(NoConfigsFoundError);
     expect(err.msg).toBe(`no net configuration with name "net" in ${dir}`);

@@ -12,7 +12,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execPlugin, findInPath } from "../../src/libcni/exec.ts";
-import { CniError } from "../../src/spec/errors.ts";
+import { rejection } from "../helpers/errors.ts";
 
 let dir: string;
 const enc = new TextEncoder();
@@ -22,16 +22,6 @@ function script(name: string, body: string): string {
   const p = join(dir, name);
   writeFileSync(p, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
   return p;
-}
-
-async function failure(p: Promise<unknown>): Promise<CniError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(CniError);
-    return err as CniError;
-  }
-  throw new Error("expected a failure");
 }
 
 beforeAll(() => {
@@ -50,14 +40,14 @@ describe("findInPath", () => {
   });
 
   test("names the plugin and every dir searched when missing", async () => {
-    const err = await failure(findInPath("ghost", ["/x/one", "/x/two"]));
+    const err = await rejection(findInPath("ghost", ["/x/one", "/x/two"]));
     expect(err.code).toBe(50);
     expect(err.msg).toBe('failed to find plugin "ghost" in path [/x/one /x/two]');
   });
 
   test("refuses names with a slash and empty names", async () => {
-    expect((await failure(findInPath("../bin/sh", ["/usr"]))).msg).toContain("invalid plugin name");
-    expect((await failure(findInPath("", ["/usr"]))).msg).toContain("no plugin name");
+    expect((await rejection(findInPath("../bin/sh", ["/usr"]))).msg).toContain("invalid plugin name");
+    expect((await rejection(findInPath("", ["/usr"]))).msg).toContain("no plugin name");
   });
 });
 
@@ -82,13 +72,13 @@ describe("execPlugin", () => {
       "fail",
       'echo \'{"cniVersion":"1.0.0","code":11,"msg":"busy","details":"try later"}\'; exit 1',
     );
-    const err = await failure(execPlugin({ pluginPath: p, env: {}, stdin: enc.encode("{}") }));
+    const err = await rejection(execPlugin({ pluginPath: p, env: {}, stdin: enc.encode("{}") }));
     expect([err.code, err.msg, err.details]).toEqual([11, "busy", "try later"]);
   });
 
   test("non-JSON stdout on failure is a 999 quoting it and stderr", async () => {
     const p = script("garble", "echo 'oops'; echo 'the reason' >&2; exit 3");
-    const err = await failure(execPlugin({ pluginPath: p, env: {}, stdin: new Uint8Array() }));
+    const err = await rejection(execPlugin({ pluginPath: p, env: {}, stdin: new Uint8Array() }));
     expect(err.code).toBe(999);
     expect(err.msg).toContain('"oops"');
     expect(err.msg).toContain("exit status 3");
@@ -97,7 +87,7 @@ describe("execPlugin", () => {
 
   test("stderr only on failure is a 999 carrying the stderr text", async () => {
     const p = script("stderr", "echo 'went wrong' >&2; exit 2");
-    const err = await failure(execPlugin({ pluginPath: p, env: {}, stdin: new Uint8Array() }));
+    const err = await rejection(execPlugin({ pluginPath: p, env: {}, stdin: new Uint8Array() }));
     expect(err.code).toBe(999);
     expect(err.msg).toContain("went wrong");
   });
@@ -111,7 +101,7 @@ describe("execPlugin", () => {
   test("timeout kills the plugin and says so", async () => {
     const p = script("slow", "exec sleep 30");
     const started = Date.now();
-    const err = await failure(
+    const err = await rejection(
       execPlugin({ pluginPath: p, env: {}, stdin: new Uint8Array(), timeoutMs: 200 }),
     );
     expect(err.msg).toContain("timed out");
@@ -122,14 +112,14 @@ describe("execPlugin", () => {
     const p = script("slow2", "exec sleep 30");
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 100);
-    const err = await failure(
+    const err = await rejection(
       execPlugin({ pluginPath: p, env: {}, stdin: new Uint8Array(), signal: ac.signal }),
     );
     expect(err.msg).toContain("cancelled");
   });
 
   test("a missing executable is plugin-not-available", async () => {
-    const err = await failure(
+    const err = await rejection(
       execPlugin({ pluginPath: join(dir, "nope"), env: {}, stdin: new Uint8Array() }),
     );
     expect(err.code).toBe(50);

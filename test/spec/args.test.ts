@@ -14,17 +14,7 @@ import {
   parseRuntimeDNS,
   runtimeDNSToDNS,
 } from "../../src/spec/args.ts";
-import { CniError } from "../../src/spec/errors.ts";
-
-function failure(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof CniError) return err;
-    throw err;
-  }
-  throw new Error("expected a CniError");
-}
+import { failure } from "../helpers/errors.ts";
 
 describe("CNI_ARGS", () => {
   test("splits pairs; empty is no args; last duplicate wins", () => {

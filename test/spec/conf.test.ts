@@ -8,18 +8,8 @@ import {
   parseValidAttachments,
   upconvertConfToList,
 } from "../../src/spec/conf.ts";
-import { CniError } from "../../src/spec/errors.ts";
 import type { Result } from "../../src/spec/types.ts";
-
-function failure(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof CniError) return err;
-    throw err;
-  }
-  throw new Error("expected a CniError");
-}
+import { failure } from "../helpers/errors.ts";
 
 const PODMAN_LIST = {
   cniVersion: "0.4.0",

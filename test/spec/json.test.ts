@@ -1,5 +1,4 @@
 import { describe, expect, test } from "bun:test";
-import { CniError } from "../../src/spec/errors.ts";
 import {
   field,
   getArray,
@@ -13,16 +12,7 @@ import {
   parseJSON,
   parseJSONObject,
 } from "../../src/spec/json.ts";
-
-function failure(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof CniError) return err;
-    throw err;
-  }
-  throw new Error("expected a CniError");
-}
+import { failure } from "../helpers/errors.ts";
 
 describe("parseJSON", () => {
   test("bytes and strings", () => {

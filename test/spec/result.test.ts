@@ -1,5 +1,4 @@
 import { describe, expect, test } from "bun:test";
-import { CniError } from "../../src/spec/errors.ts";
 import {
   convertResult,
   formatResult,
@@ -9,16 +8,7 @@ import {
   resultIPsByFamily,
 } from "../../src/spec/result.ts";
 import type { NetConf, Result } from "../../src/spec/types.ts";
-
-function failure(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof CniError) return err;
-    throw err;
-  }
-  throw new Error("expected a CniError");
-}
+import { failure } from "../helpers/errors.ts";
 
 // Printed by upstream's Go host-local (cni 1.1.2) for the same allocation in three versions.
 const GO_020 = `{

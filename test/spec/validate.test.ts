@@ -1,16 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { CniError } from "../../src/spec/errors.ts";
 import { validateContainerID, validateInterfaceName, validateNetworkName } from "../../src/spec/validate.ts";
-
-function failure(fn: () => void): CniError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof CniError) return err;
-    throw err;
-  }
-  throw new Error("expected a CniError");
-}
+import { failure } from "../helpers/errors.ts";
 
 describe("validateContainerID", () => {
   test("accepts the runtimes' ids", () => {

@@ -12,15 +12,7 @@ import {
   validateVersion,
   versionInfo,
 } from "../../src/spec/version.ts";
-
-function codeOf(fn: () => unknown): number | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CniError ? Number(err.code) : -1;
-  }
-  return undefined;
-}
+import { codeOf } from "../helpers/errors.ts";
 
 describe("parseVersion / compareVersions", () => {
   test("empty is 0.1.0 and missing parts are zero, like upstream", () => {

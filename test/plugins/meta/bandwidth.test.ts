@@ -6,21 +6,12 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { parseBandwidthConf, validateShape } from "../../../src/plugins/meta/bandwidth/config.ts";
 import { ifbAlias, ifbName, parseIfbAlias } from "../../../src/plugins/meta/bandwidth/shaping.ts";
-import { CniError } from "../../../src/spec/errors.ts";
+import { codeOf } from "../../helpers/errors.ts";
 import { cleanupAll, makeNetns, type TempNetns } from "../../helpers/netns.ts";
 import { runPlugin } from "../_run.ts";
 import { addContainer, type Container, cniEnv } from "./veth-fixture.ts";
 
 afterEach(() => cleanupAll());
-
-function codeOf(fn: () => unknown): number | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CniError ? err.code : -1;
-  }
-  return undefined;
-}
 
 const MBIT8 = 8_000_000;
 

@@ -5,7 +5,7 @@ import { plugin } from "../../../src/plugins/meta/portmap/index.ts";
 import { chainName, containerRules } from "../../../src/plugins/meta/portmap/iptables.ts";
 import { desiredElems, ownerID } from "../../../src/plugins/meta/portmap/nft.ts";
 import type { CmdArgs } from "../../../src/skel/types.ts";
-import { CniError } from "../../../src/spec/errors.ts";
+import { failure } from "../../helpers/errors.ts";
 
 const prevResult = {
   cniVersion: "1.0.0",
@@ -33,16 +33,6 @@ function conf(extra: Record<string, unknown> = {}, pm: unknown = mappings): stri
     prevResult,
     ...extra,
   });
-}
-
-function failure(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CniError) return e;
-    throw e;
-  }
-  throw new Error("expected a CniError");
 }
 
 describe("parseConfig", () => {

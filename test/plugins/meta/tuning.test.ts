@@ -15,21 +15,12 @@ import {
   resolveSysctlKey,
   sysctlAllowed,
 } from "../../../src/plugins/meta/tuning/config.ts";
-import { CniError } from "../../../src/spec/errors.ts";
+import { codeOf } from "../../helpers/errors.ts";
 import { cleanupAll, makeNetns, type TempNetns, tempDir } from "../../helpers/netns.ts";
 import { runPlugin } from "../_run.ts";
 import { addContainer, type Container, cniEnv } from "./veth-fixture.ts";
 
 afterEach(() => cleanupAll());
-
-function codeOf(fn: () => unknown): number | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CniError ? err.code : -1;
-  }
-  return undefined;
-}
 
 describe("tuning config", () => {
   test("sysctl keys: dotted or slashed, IFNAME replaced after the dots became slashes", () => {

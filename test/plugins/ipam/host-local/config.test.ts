@@ -2,20 +2,10 @@ import { describe, expect, test } from "bun:test";
 import { loadHostLocalConf } from "../../../../src/plugins/ipam/host-local/config.ts";
 import { formatAddr } from "../../../../src/plugins/ipam/host-local/ipmath.ts";
 import { rangeSetString } from "../../../../src/plugins/ipam/host-local/range.ts";
-import { CniError } from "../../../../src/spec/errors.ts";
+import { failure } from "../../../helpers/errors.ts";
 
 function load(obj: Record<string, unknown>, env = "") {
   return loadHostLocalConf(JSON.stringify({ cniVersion: "1.0.0", name: "net1", ...obj }), env);
-}
-
-function failure(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CniError) return e;
-    throw e;
-  }
-  throw new Error("expected a CniError");
 }
 
 describe("host-local config", () => {

@@ -12,8 +12,8 @@ import { join } from "node:path";
 import { INDEX_FILE } from "../../../../src/plugins/ipam/host-local/files.ts";
 import { plugin } from "../../../../src/plugins/ipam/host-local/index.ts";
 import { bucketOf } from "../../../../src/plugins/ipam/host-local/store-index.ts";
-import { CniError } from "../../../../src/spec/errors.ts";
 import type { Result } from "../../../../src/spec/types.ts";
+import { rejection } from "../../../helpers/errors.ts";
 import { cmdArgs, conf, tempDir } from "./helpers.ts";
 
 let tmp: { dir: string; cleanup: () => void };
@@ -31,15 +31,6 @@ async function add(stdin: string, id = "ctr1", ifName = "eth0", env = ""): Promi
 }
 
 /** The CniError `fn` throws or rejects with (the verbs are sync or async). */
-async function failure(fn: () => unknown): Promise<CniError> {
-  try {
-    await fn();
-  } catch (e) {
-    if (e instanceof CniError) return e;
-    throw e;
-  }
-  throw new Error("expected a CniError");
-}
 
 function reservations(): Record<string, string> {
   const out: Record<string, string> = {};
@@ -82,12 +73,12 @@ describe("host-local plugin", () => {
     const stdin = conf(tmp.dir, v4({ rangeStart: "10.10.0.2", rangeEnd: "10.10.0.3" }));
     await add(stdin, "a");
     await add(stdin, "b");
-    const err = await failure(() => add(stdin, "c"));
+    const err = await rejection(() => add(stdin, "c"));
     expect(err.code).toBe(11);
     expect(err.msg).toBe(
       "failed to allocate for range 0: no IP addresses available in range set: 10.10.0.2-10.10.0.3",
     );
-    const status = await failure(() => plugin.status!(cmdArgs(stdin)));
+    const status = await rejection(() => plugin.status!(cmdArgs(stdin)));
     expect(status.code).toBe(50);
     expect(status.msg).toContain("10.10.0.2-10.10.0.3");
     await plugin.del(cmdArgs(stdin, "a"));
@@ -97,7 +88,7 @@ describe("host-local plugin", () => {
   test("STATUS: a data dir that cannot be written is code 50", async () => {
     const file = join(tmp.dir, "not-a-dir");
     writeFileSync(file, "");
-    const err = await failure(() => plugin.status!(cmdArgs(conf(file, v4()))));
+    const err = await rejection(() => plugin.status!(cmdArgs(conf(file, v4()))));
     expect(err.code).toBe(50);
     expect(err.msg).toContain(file);
   });
@@ -106,16 +97,16 @@ describe("host-local plugin", () => {
     const stdin = conf(tmp.dir, { ranges: [[{ subnet: "10.10.0.0/24" }], [{ subnet: "fd10::/64" }]] });
     const r = await add(stdin, "a", "eth0", "IP=10.10.0.50,fd10::50");
     expect(r.ips?.map((i) => i.address)).toEqual(["10.10.0.50/24", "fd10::50/64"]);
-    const taken = await failure(() => add(stdin, "b", "eth0", "IP=10.10.0.50"));
+    const taken = await rejection(() => add(stdin, "b", "eth0", "IP=10.10.0.50"));
     expect(taken.code).toBe(11);
     expect(taken.msg).toContain("10.10.0.50");
-    const outside = await failure(() => add(stdin, "b", "eth0", "IP=10.99.0.5"));
+    const outside = await rejection(() => add(stdin, "b", "eth0", "IP=10.99.0.5"));
     expect(outside.code).toBe(7);
     expect(outside.msg).toBe("failed to allocate all requested IPs: 10.99.0.5");
-    const gw = await failure(() => add(stdin, "b", "eth0", "IP=10.10.0.1"));
+    const gw = await rejection(() => add(stdin, "b", "eth0", "IP=10.10.0.1"));
     expect(gw.code).toBe(7);
     // The IPv6 failure happens after the IPv4 reservation: nothing of b's may stay behind.
-    const v6taken = await failure(() => add(stdin, "b", "eth0", "IP=fd10::50"));
+    const v6taken = await rejection(() => add(stdin, "b", "eth0", "IP=fd10::50"));
     expect(v6taken.msg).toStartWith("failed to allocate for range 1: requested IP address fd10::50");
     expect(Object.values(reservations()).filter((c) => c.startsWith("b"))).toEqual([]);
   });
@@ -123,7 +114,7 @@ describe("host-local plugin", () => {
   test("a second ADD for the same attachment is refused", async () => {
     const stdin = conf(tmp.dir, v4());
     await add(stdin);
-    const err = await failure(() => add(stdin));
+    const err = await rejection(() => add(stdin));
     expect(err.msg).toContain("10.10.0.2 has been allocated to ctr1, duplicate allocation is not allowed");
   });
 
@@ -151,7 +142,7 @@ describe("host-local plugin", () => {
     const stdin = conf(tmp.dir, v4());
     await add(stdin);
     await plugin.check!(cmdArgs(stdin));
-    const err = await failure(() => plugin.check!(cmdArgs(stdin, "nobody")));
+    const err = await rejection(() => plugin.check!(cmdArgs(stdin, "nobody")));
     expect(err.msg).toBe("host-local: Failed to find address added by container nobody");
   });
 
@@ -167,7 +158,7 @@ describe("host-local plugin", () => {
     });
     await plugin.gc!(cmdArgs(gc));
     expect(reservations()).toEqual({ "10.10.0.2": "keep\r\neth0", "10.10.0.90": "keep" });
-    const missing = await failure(() => plugin.gc!(cmdArgs(stdin)));
+    const missing = await rejection(() => plugin.gc!(cmdArgs(stdin)));
     expect(missing.code).toBe(7);
   });
 
@@ -175,7 +166,7 @@ describe("host-local plugin", () => {
     const stdin = conf(tmp.dir, v4());
     await add(stdin, "a");
     writeFileSync(join(netDir, "not-an-ip"), "x");
-    const err = await failure(() => plugin.del(cmdArgs(stdin, "a")));
+    const err = await rejection(() => plugin.del(cmdArgs(stdin, "a")));
     expect(err.code).toBe(5);
     expect(err.msg).toContain(join(netDir, "not-an-ip"));
     expect(reservations()).toEqual({ "10.10.0.2": "a\r\neth0", "not-an-ip": "x" });
@@ -202,7 +193,7 @@ describe("host-local plugin", () => {
     writeFileSync(join(netDir, "10.10.0.40"), "x\r\neth0");
     unlinkSync(join(netDir, "10.10.0.2"));
     await plugin.check!(cmdArgs(stdin, "x"));
-    expect((await failure(() => plugin.check!(cmdArgs(stdin, "a")))).code).toBe(3);
+    expect((await rejection(() => plugin.check!(cmdArgs(stdin, "a")))).code).toBe(3);
     await plugin.del(cmdArgs(stdin, "x"));
     expect(reservations()).toEqual({});
     // Same name, other owner: the index entry for .5 says "b", the file now says "c".
@@ -243,7 +234,7 @@ describe("host-local plugin", () => {
     writeFileSync(headerPath, JSON.stringify(header));
     utimesSync(headerPath, new Date(2000, 0, 1), new Date(2000, 0, 1));
     await plugin.check!(cmdArgs(stdin, "x"));
-    expect((await failure(() => plugin.check!(cmdArgs(stdin, "a")))).code).toBe(3);
+    expect((await rejection(() => plugin.check!(cmdArgs(stdin, "a")))).code).toBe(3);
   });
 
   test("an unreadable index bucket is rebuilt", async () => {

@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { plugin } from "../../../../src/plugins/ipam/static/index.ts";
 import { pluginMain } from "../../../../src/skel/skel.ts";
 import type { CmdArgs } from "../../../../src/skel/types.ts";
-import { CniError } from "../../../../src/spec/errors.ts";
+import { failure } from "../../../helpers/errors.ts";
 
 const UPSTREAM = "/usr/lib/cni/static";
 
@@ -21,16 +21,6 @@ function cmdArgs(conf: unknown, env = ""): CmdArgs {
 
 function netconf(ipam: Record<string, unknown>, extra: Record<string, unknown> = {}) {
   return { cniVersion: "1.0.0", name: "n", type: "bridge", ...extra, ipam: { type: "static", ...ipam } };
-}
-
-function failure(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof CniError) return e;
-    throw e;
-  }
-  throw new Error("expected a CniError");
 }
 
 const base = {
