@@ -8,6 +8,7 @@
  *       .ip(...args)          parsed JSON of `ip -n <name> -j ...args` (the independent oracle;
  *                             undefined when ip prints nothing; throws when ip fails)
  *       .bridge(...args)      the same for `bridge -n <name> -j ...args`
+ *       .tc(...args)          the same for `tc -n <name> -j ...args`
  *       .run(cmd)             `ip netns exec <name> ...cmd` → {code, stdout, stderr} (sync)
  *       .cleanup()            closes everything and deletes the netns (its links die with it)
  *   withTempNetns(fn, prefix?)   runs fn(netns) and always cleans up
@@ -44,6 +45,8 @@ export interface TempNetns {
   ip(...args: string[]): any;
   // biome-ignore lint/suspicious/noExplicitAny: parsed `bridge -j` output
   bridge(...args: string[]): any;
+  // biome-ignore lint/suspicious/noExplicitAny: parsed `tc -j` output
+  tc(...args: string[]): any;
   run(cmd: string[]): RunResult;
   cleanup(): void;
 }
@@ -86,6 +89,7 @@ export function makeNetns(prefix = "t"): TempNetns {
     sock,
     ip: (...args) => json(["ip", "-n", name, "-j", ...args]),
     bridge: (...args) => json(["bridge", "-n", name, "-j", ...args]),
+    tc: (...args) => json(["tc", "-n", name, "-j", ...args]),
     run: (cmd) => run(["ip", "netns", "exec", name, ...cmd]),
     cleanup() {
       if (done) return;
