@@ -97,6 +97,14 @@ describe("tscni CLI", () => {
     expect(JSON.parse(r.stdout).supportedVersions).toContain("1.0.0");
   });
 
+  test("a .env file in the runtime's working directory does not reach the plugin", () => {
+    const dir = join(work.path, "dotenv");
+    mkdirSync(dir);
+    writeFileSync(join(dir, ".env"), "CNI_COMMAND=VERSION\n");
+    const p = Bun.spawnSync([exe, "host-local"], { cwd: dir, env: { PATH: process.env.PATH ?? "" } });
+    expect(p.stdout.toString()).not.toContain("supportedVersions");
+  });
+
   test("a plugin's failure is CNI error JSON on stdout with exit 1", () => {
     const r = run(exe, ["host-local"], { CNI_COMMAND: "ADD" }, "{");
     expect(r.code).toBe(1);
