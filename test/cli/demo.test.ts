@@ -12,14 +12,19 @@ let exe = "";
 let host: TempNetns;
 const state = tempDir("demo-state");
 
+/** The plugins' links for CNI_PATH: in a temp dir, not the default /run/tscni/bin. */
+const bin = tempDir("demo-bin");
+
 beforeAll(() => {
   exe = buildTscni();
+  Bun.spawnSync([exe, "install", bin.path]);
   host = makeNetns("demo-host");
 }, 120_000);
 
 afterAll(() => {
   cleanupAll();
   state.cleanup();
+  bin.cleanup();
 });
 
 /**
@@ -28,7 +33,7 @@ afterAll(() => {
  */
 function inHost(args: string[], env: Record<string, string> = {}) {
   const p = Bun.spawnSync(["nsenter", `--net=${host.path}`, ...args], {
-    env: { PATH: process.env.PATH ?? "", ...env },
+    env: { PATH: process.env.PATH ?? "", CNI_PATH: bin.path, ...env },
     timeout: 60_000,
   });
   return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };

@@ -5,6 +5,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { onTestRunEnd } from "./teardown.ts";
 
 export const REPO = resolve(import.meta.dir, "../..");
 let built: string | undefined;
@@ -14,8 +15,8 @@ export function buildTscni(): string {
   const script: string = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")).scripts.build;
   const args = script.split(/\s+/).slice(1); // drop "bun"
   const dir = mkdtempSync(join(tmpdir(), "tscni-build-"));
-  // ~110 MB each: removed when the test process ends (every test file of the run shares it).
-  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  // ~110 MB: removed after the run's last test file (every file of the run shares it).
+  onTestRunEnd(() => rmSync(dir, { recursive: true, force: true }));
   const out = join(dir, "tscni");
   const i = args.indexOf("--outfile");
   if (i < 0) throw new Error(`package.json build script has no --outfile: ${script}`);

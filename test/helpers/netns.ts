@@ -14,7 +14,7 @@
  *   withTempNetns(fn, prefix?)   runs fn(netns) and always cleans up
  *   tempDir(prefix) → {path, cleanup()}   a mkdtemp dir under os.tmpdir()
  *   cleanupAll()                 cleans every netns and dir made here (call in afterEach/afterAll;
- *                                also runs at process exit)
+ *                                also runs after the last test file, see teardown.ts)
  *   skipUnlessKind(kind)         undefined when the kernel can make links of `kind`, else the reason
  *   skipUnlessBridgeVlan()       the same for bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)
  *   skipLabel(name, reason)      the test name with " (skipped: reason)" appended when skipping:
@@ -29,6 +29,7 @@ import { bridgeSetOptions } from "../../src/netlink/link-bridge.ts";
 import type { LinkKind } from "../../src/netlink/link-kinds.ts";
 import { NetlinkSocket } from "../../src/netlink/socket.ts";
 import { createNamedNetns, deleteNamedNetns, type NetNS, openNetns } from "../../src/ns/index.ts";
+import { onTestRunEnd } from "./teardown.ts";
 
 export interface RunResult {
   code: number;
@@ -142,13 +143,7 @@ export function cleanupAll(): void {
   if (errors.length) throw errors[0];
 }
 
-process.on("exit", () => {
-  try {
-    cleanupAll();
-  } catch {
-    // best effort at exit
-  }
-});
+onTestRunEnd(cleanupAll);
 
 const kindCache = new Map<LinkKind, string | undefined>();
 

@@ -13,6 +13,7 @@
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { onTestRunEnd } from "../helpers/teardown.ts";
 
 export const REPO = resolve(import.meta.dir, "../..");
 export const BUN = join(REPO, "node_modules/.bin/bun");
@@ -56,7 +57,7 @@ export function ipamPath(): string {
     chmodSync(file, 0o755);
   }
   ipamDir = dir;
-  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  onTestRunEnd(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 
