@@ -15,6 +15,7 @@ import { installablePlugins } from "../../src/cli/registry.ts";
 import { createNamedNetns, deleteNamedNetns } from "../../src/ns/index.ts";
 import { buildTscni, REPO } from "../helpers/build.ts";
 import { skipUnlessBridgeVlan } from "../helpers/netns.ts";
+import { runWithDeadline } from "../helpers/proc.ts";
 import {
   BRIDGE_PLACEHOLDER,
   type DiffCase,
@@ -195,21 +196,19 @@ export async function runOnce(s: RunSpec): Promise<RunInfo> {
 }
 
 async function runDriver(hostNs: string, args: DriverArgs): Promise<DriverOutput> {
-  const proc = Bun.spawn(
-    ["ip", "netns", "exec", hostNs, BUN, join(DIFF_DIR, "driver.ts"), JSON.stringify(args)],
-    {
-      stdout: "pipe",
-      stderr: "pipe",
-    },
-  );
-  // A hung plugin must not hang the suite.
-  const timer = setTimeout(() => proc.kill(), 60_000);
-  const [out, err, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
+  const {
+    code,
+    stdout: out,
+    stderr: err,
+  } = await runWithDeadline([
+    "ip",
+    "netns",
+    "exec",
+    hostNs,
+    BUN,
+    join(DIFF_DIR, "driver.ts"),
+    JSON.stringify(args),
   ]);
-  clearTimeout(timer);
   const last = out.trim().split("\n").pop() ?? "";
   if (code !== 0 || !last.startsWith("{"))
     throw new Error(`driver failed (${code}): ${err.trim() || out.trim()}`);

@@ -8,6 +8,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { REPO } from "../helpers/build.ts";
+import { runWithDeadline } from "../helpers/proc.ts";
 
 export const GOPATH = "/usr/share/gocode";
 const LIBCNI = join(GOPATH, "src/github.com/containernetworking/cni/libcni");
@@ -63,17 +64,11 @@ export function buildInterop(outDir: string): { bin: string } | { skip: string }
 }
 
 export async function runInterop(bin: string, hostNs: string, o: GoOptions): Promise<GoOutput> {
-  const proc = Bun.spawn(["ip", "netns", "exec", hostNs, bin, JSON.stringify(o)], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const timer = setTimeout(() => proc.kill(), 60_000);
-  const [out, err, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  clearTimeout(timer);
+  const {
+    code,
+    stdout: out,
+    stderr: err,
+  } = await runWithDeadline(["ip", "netns", "exec", hostNs, bin, JSON.stringify(o)]);
   if (code !== 0) throw new Error(`interop driver failed (${code}): ${err.trim()}`);
   return JSON.parse(out.trim()) as GoOutput;
 }
