@@ -3,13 +3,13 @@
  * ("net.ipv4.ip_forward") or slashed ("net/ipv4/conf/eth0.100/forwarding" — the form to use when an
  * interface name contains a dot). Only keys under net are accepted: the key comes from config files.
  *
- * /proc/sys/net shows the netns of the thread that opens the file, and Bun's synchronous fs calls run
- * on the JS thread, so opening the file inside withNetns reads or writes that namespace's value.
+ * /proc/sys/net shows the netns of the thread that opens the file, and sys/fs calls run on the JS
+ * thread, so opening the file inside withNetns reads or writes that namespace's value.
  */
-import { readFileSync, writeFileSync } from "node:fs";
 import type { NetNS } from "../ns/index.ts";
 import { withNetns } from "../ns/index.ts";
-import { errnoNumber, SysError } from "../sys/errno.ts";
+import { SysError } from "../sys/errno.ts";
+import { readFile, writeFile } from "../sys/fs.ts";
 
 const EINVAL = 22;
 const SEGMENT = /^[^\s/\0]+$/;
@@ -27,10 +27,9 @@ export function sysctlPath(key: string, op = `resolving sysctl ${JSON.stringify(
   return `/proc/sys/${parts.join("/")}`;
 }
 
+/** The error of a failed read or write, named by what was being done (`reading sysctl X: ENOENT …`). */
 function fsError(op: string, err: unknown): Error {
-  const code = (err as { code?: string }).code;
-  const errno = code ? errnoNumber(code) : undefined;
-  return errno === undefined ? new Error(`${op}: ${String(err)}`) : new SysError(op, errno);
+  return err instanceof SysError ? new SysError(op, err.errno) : new Error(`${op}: ${String(err)}`);
 }
 
 /** The value of a sysctl, without the trailing newline. */
@@ -38,7 +37,7 @@ export function sysctlGet(key: string): string {
   const op = `reading sysctl ${key}`;
   const path = sysctlPath(key, op);
   try {
-    return readFileSync(path, "utf8").replace(/\n$/, "");
+    return readFile(path, "utf8").replace(/\n$/, "");
   } catch (err) {
     throw fsError(op, err);
   }
@@ -49,7 +48,7 @@ export function sysctlSet(key: string, value: string | number): void {
   const op = `setting sysctl ${key} to ${value}`;
   const path = sysctlPath(key, op);
   try {
-    writeFileSync(path, String(value));
+    writeFile(path, String(value));
   } catch (err) {
     throw fsError(op, err);
   }

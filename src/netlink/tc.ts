@@ -5,7 +5,7 @@
  * Units are the kernel's: rates in BYTES per second, tbf/htb buffers in psched ticks, limits in bytes.
  * `tbfParams` converts upstream bandwidth's bits/s + burst bits into those units exactly like upstream.
  */
-import { readFileSync } from "node:fs";
+import { readFile } from "../sys/fs.ts";
 import { invalid, linkName } from "./addr.ts";
 import {
   type Attr,
@@ -71,7 +71,7 @@ function psched(): Clock {
   if (clock) return clock;
   clock = { tickInUsec: 1, hz: 100 };
   try {
-    const v = readFileSync("/proc/net/psched", "utf8")
+    const v = readFile("/proc/net/psched", "utf8")
       .trim()
       .split(/\s+/)
       .map((x) => Number.parseInt(x, 16));

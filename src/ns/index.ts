@@ -2,8 +2,19 @@
  * Network namespaces (upstream pkg/ns): open by path, identity, run code inside one, and named
  * namespaces the way `ip netns add/del` makes them (a bind mount under /var/run/netns).
  */
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
 import { isErrno, SysError } from "../sys/errno.ts";
+import {
+  closeFile,
+  exists,
+  fstat,
+  mkdir,
+  O_CREAT,
+  O_EXCL,
+  O_WRONLY,
+  openFile,
+  stat,
+  unlink,
+} from "../sys/fs.ts";
 import {
   CLONE_NEWNET,
   close,
@@ -69,7 +80,7 @@ function isNsfsFd(fd: number): boolean {
   // Every namespace inode lives on the one nsfs device: compare with our own netns's device
   // (no statfs binding needed).
   try {
-    return fstatSync(fd).dev === statSync(THREAD_NETNS_PATH).dev;
+    return fstat(fd).dev === stat(THREAD_NETNS_PATH).dev;
   } catch {
     return false;
   }
@@ -80,8 +91,8 @@ export function currentNetns(): NetNS {
 }
 
 export function nsIdentity(ns: NetNS | string): NsIdentity {
-  const st = typeof ns === "string" ? statSync(ns) : fstatSync(ns.fd);
-  return { dev: st.dev, ino: st.ino };
+  const st = typeof ns === "string" ? stat(ns) : fstat(ns.fd);
+  return { dev: st.dev, ino: Number(st.ino) };
 }
 
 export function sameNetns(a: NetNS | string, b: NetNS | string): boolean {
@@ -118,7 +129,7 @@ export function createNamedNetns(name: string): string {
   ensureRunDirShared();
   const path = `${NETNS_RUN_DIR}/${name}`;
   try {
-    closeSync(openSync(path, "wx", 0o444));
+    closeFile(openFile(path, O_WRONLY | O_CREAT | O_EXCL, 0o444));
   } catch (err) {
     if (isErrno(err, "EEXIST")) throw new SysError(`creating netns ${name}`, 17);
     throw err;
@@ -133,7 +144,7 @@ export function createNamedNetns(name: string): string {
     }
   } catch (err) {
     try {
-      unlinkSync(path);
+      unlink(path);
     } catch {}
     throw err;
   } finally {
@@ -145,17 +156,13 @@ export function createNamedNetns(name: string): string {
 /** Deletes a named netns like `ip netns del NAME`; a missing one is not an error. */
 export function deleteNamedNetns(nameOrPath: string): void {
   const path = netnsPath(nameOrPath);
-  if (!existsSync(path)) return;
+  if (!exists(path)) return;
   try {
     umount2(path, MNT_DETACH);
   } catch (err) {
     if (!isErrno(err, "EINVAL", "ENOENT")) throw err; // EINVAL: not a mount point
   }
-  try {
-    unlinkSync(path);
-  } catch (err) {
-    if (!isErrno(err, "ENOENT")) throw err;
-  }
+  unlink(path, { force: true });
 }
 
 /**
@@ -164,7 +171,7 @@ export function deleteNamedNetns(nameOrPath: string): void {
  * onto itself, once. (Never look it up in mountinfo by name: /var/run is a symlink to /run.)
  */
 function ensureRunDirShared(): void {
-  mkdirSync(NETNS_RUN_DIR, { recursive: true, mode: 0o755 });
+  mkdir(NETNS_RUN_DIR, { recursive: true, mode: 0o755 });
   const MS_REC = 0x4000;
   const MS_SHARED = 1 << 20;
   try {

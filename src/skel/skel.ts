@@ -3,7 +3,6 @@
  * and stdin, validate them, negotiate the version, dispatch the verb, and print the result — or any
  * failure as CNI error JSON on stdout with exit code 1. Never a stack trace on stdout.
  */
-import { fstatSync } from "node:fs";
 import { parsePluginStdin } from "../spec/conf.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { isObject, parseJSON } from "../spec/json.ts";
@@ -11,6 +10,7 @@ import { formatResult } from "../spec/result.ts";
 import { CURRENT_VERSION } from "../spec/types.ts";
 import { validateContainerID, validateInterfaceName } from "../spec/validate.ts";
 import { checkVersionCompatible, compareVersions, isSupportedVersion, versionInfo } from "../spec/version.ts";
+import { fstat } from "../sys/fs.ts";
 import type { CmdArgs, Plugin } from "./types.ts";
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -204,7 +204,7 @@ export async function pluginMain(plugin: Plugin, opts: PluginMainOptions = {}): 
 /** Whether fd 0 is a terminal (a char device that is not /dev/null); node:tty costs ~3 ms to import. */
 function stdinIsTerminal(): boolean {
   try {
-    const st = fstatSync(0);
+    const st = fstat(0);
     return st.isCharacterDevice() && !(st.rdev === 0x103); // 1:3 is /dev/null
   } catch {
     return false;

@@ -9,11 +9,11 @@
  *   errorCode/errorMsg/errorDetails   fail with this CNI error …
  *   failOn            … only for these commands (e.g. ["ADD"]); default every command
  */
-import { appendFileSync } from "node:fs";
 import type { CmdArgs, Plugin } from "../../skel/types.ts";
 import { CniError, ErrCode } from "../../spec/errors.ts";
 import { parseResult } from "../../spec/result.ts";
 import type { Result } from "../../spec/types.ts";
+import { writeFile } from "../../sys/fs.ts";
 
 /** One line of the debug log. */
 export interface NoopCall {
@@ -62,7 +62,7 @@ function handle(args: CmdArgs): Record<string, unknown> {
       stdin: conf,
     };
     try {
-      appendFileSync(logFile, `${JSON.stringify(call)}\n`);
+      writeFile(logFile, `${JSON.stringify(call)}\n`, { append: true });
     } catch (err) {
       throw CniError.from(err, `noop: appending to debug file ${logFile}`, ErrCode.IOFailure);
     }

@@ -1,7 +1,7 @@
 /** The `resolvConf` option: a resolv.conf file read into the result's DNS (upstream dns.go). */
-import { readFileSync } from "node:fs";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import type { DNS } from "../../../spec/types.ts";
+import { readFile } from "../../../sys/fs.ts";
 
 /** nameserver / domain / search / options lines; comments (# or ;) and short lines are skipped. */
 export function parseResolvConf(text: string): DNS {
@@ -33,7 +33,7 @@ export function parseResolvConf(text: string): DNS {
 export function readResolvConf(path: string): DNS {
   let text: string;
   try {
-    text = readFileSync(path, "utf8");
+    text = readFile(path, "utf8");
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     throw new CniError(ErrCode.IOFailure, `host-local: reading resolvConf ${path}: ${msg}`);

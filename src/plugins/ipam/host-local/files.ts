@@ -2,9 +2,8 @@
  * The file layout of a host-local network directory, shared with upstream's disk backend
  * (plugins/ipam/host-local/backend/disk), and the low-level reads of it.
  */
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
+import { type DirEntry, joinPath, readdirTypes, readFile } from "../../../sys/fs.ts";
 import { parseAddr } from "./ipmath.ts";
 
 export const DEFAULT_DATA_DIR = "/var/lib/cni/networks";
@@ -49,9 +48,9 @@ function isBookkeeping(name: string): boolean {
 
 /** A reservation file's trimmed content (what upstream compares); undefined when it is gone. */
 export function readReservation(dir: string, name: string): string | undefined {
-  const path = join(dir, name);
+  const path = joinPath(dir, name);
   try {
-    return readFileSync(path, "utf8").trim();
+    return readFile(path, "utf8").trim();
   } catch (err) {
     if (errCode(err) === "ENOENT") return undefined;
     throw ioError("reading", path, err);
@@ -60,19 +59,19 @@ export function readReservation(dir: string, name: string): string | undefined {
 
 /** The reservation file names of the directory; a file that is neither bookkeeping nor an IP is an error. */
 export function listReservationNames(dir: string): string[] {
-  let dirents: import("node:fs").Dirent[];
+  let dirents: DirEntry[];
   try {
-    dirents = readdirSync(dir, { withFileTypes: true });
+    dirents = readdirTypes(dir);
   } catch (err) {
     throw ioError("listing", dir, err);
   }
   const names: string[] = [];
   for (const d of dirents) {
-    if (!d.isFile() || isBookkeeping(d.name)) continue;
+    if (d.type !== "file" || isBookkeeping(d.name)) continue;
     if (!parseAddr(d.name)) {
       throw new CniError(
         ErrCode.IOFailure,
-        `host-local: store file ${join(dir, d.name)} is not named by an IP address; remove it or move it away`,
+        `host-local: store file ${joinPath(dir, d.name)} is not named by an IP address; remove it or move it away`,
       );
     }
     names.push(d.name);

@@ -3,11 +3,11 @@
  * recorded as files in <dataDir>/<network> exactly like upstream's host-local (see store.ts).
  * GC and STATUS, which upstream 1.1.1 lacks, follow the CNI 1.1 spec.
  */
-import { accessSync, constants, mkdirSync } from "node:fs";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type IPConfig, type Result } from "../../../spec/types.ts";
 import { validateContainerID } from "../../../spec/validate.ts";
+import { access, mkdir, W_OK } from "../../../sys/fs.ts";
 import { allocate } from "./allocator.ts";
 import { type HostLocalConf, loadHostLocalConf } from "./config.ts";
 import { readResolvConf } from "./dns.ts";
@@ -111,8 +111,8 @@ function cmdStatus(args: CmdArgs): void {
   const conf = load(args);
   const dir = networkDir(conf.dataDir, conf.name);
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
-    accessSync(dir, constants.W_OK);
+    mkdir(dir, { recursive: true, mode: 0o755 });
+    access(dir, W_OK);
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     throw new CniError(ErrCode.PluginNotAvailable, `host-local: data dir ${dir} is not writable: ${msg}`);

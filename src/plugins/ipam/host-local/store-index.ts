@@ -20,16 +20,19 @@
  * file rewritten in place does not change the directory).
  */
 import {
-  closeSync,
-  constants,
-  fstatSync,
-  ftruncateSync,
-  openSync,
-  readFileSync,
-  statSync,
-  writeSync,
-} from "node:fs";
-import { join } from "node:path";
+  closeFile,
+  fstat,
+  ftruncate,
+  joinPath,
+  O_CREAT,
+  O_RDONLY,
+  O_WRONLY,
+  openFile,
+  pwrite,
+  readAll,
+  type Stat,
+  stat,
+} from "../../../sys/fs.ts";
 import {
   errCode,
   INDEX_FILE,
@@ -43,6 +46,8 @@ const VERSION = 2;
 /** How long flush may wait for the clock to pass the directory's mtime (a jiffy is 1–10 ms). */
 const HEADER_SETTLE_MS = 30;
 export const BUCKETS = 32;
+
+const encoder = new TextEncoder();
 
 interface Header {
   v: number;
@@ -75,18 +80,18 @@ function isHeader(v: unknown): v is Header {
 function readJSON(path: string): { value: unknown; writtenAt: bigint } | undefined {
   let fd: number;
   try {
-    fd = openSync(path, constants.O_RDONLY);
+    fd = openFile(path, O_RDONLY);
   } catch (err) {
     if (errCode(err) === "ENOENT") return undefined;
     throw ioError("opening", path, err);
   }
   try {
-    const writtenAt = fstatSync(fd, { bigint: true }).mtimeNs;
-    return { value: JSON.parse(readFileSync(fd, "utf8")), writtenAt };
+    const writtenAt = fstat(fd).mtimeNs;
+    return { value: JSON.parse(readAll(fd, "utf8")), writtenAt };
   } catch {
     return undefined;
   } finally {
-    closeSync(fd);
+    closeFile(fd);
   }
 }
 
@@ -171,18 +176,18 @@ export class ReservationIndex {
     try {
       // Open (creating) every file first: creating changes the directory's mtime, which the header records.
       const open = (name: string) => {
-        const path = join(this.dir, name);
+        const path = joinPath(this.dir, name);
         try {
-          fds.set(name, openSync(path, constants.O_WRONLY | constants.O_CREAT, 0o600));
+          fds.set(name, openFile(path, O_WRONLY | O_CREAT, 0o600));
         } catch (err) {
           throw ioError("opening", path, err);
         }
       };
       for (const k of this.dirtyBuckets) open(bucketFile(k));
       open(INDEX_FILE);
-      let st: import("node:fs").BigIntStats;
+      let st: Stat;
       try {
-        st = statSync(this.dir, { bigint: true });
+        st = stat(this.dir);
       } catch (err) {
         throw ioError("inspecting", this.dir, err);
       }
@@ -196,7 +201,7 @@ export class ReservationIndex {
       this.dirtyBuckets.clear();
       this.headerDirty = false;
     } finally {
-      for (const fd of fds.values()) closeSync(fd);
+      for (const fd of fds.values()) closeFile(fd);
     }
   }
 
@@ -210,18 +215,18 @@ export class ReservationIndex {
     const deadline = Date.now() + HEADER_SETTLE_MS;
     for (;;) {
       this.writeInPlace(INDEX_FILE, fd, text);
-      if (fstatSync(fd, { bigint: true }).mtimeNs > dirMtime || Date.now() >= deadline) return;
+      if (fstat(fd).mtimeNs > dirMtime || Date.now() >= deadline) return;
       Bun.sleepSync(1);
     }
   }
 
   private writeInPlace(name: string, fd: number, text: string): void {
-    const data = Buffer.from(text);
+    const data = encoder.encode(text);
     try {
-      writeSync(fd, data, 0, data.length, 0);
-      ftruncateSync(fd, data.length);
+      pwrite(fd, data, 0);
+      ftruncate(fd, data.byteLength);
     } catch (err) {
-      throw ioError("writing", join(this.dir, name), err);
+      throw ioError("writing", joinPath(this.dir, name), err);
     }
   }
 
@@ -230,7 +235,7 @@ export class ReservationIndex {
     if (this.buckets[k]) return;
     this.open();
     if (this.buckets[k]) return;
-    const read = readJSON(join(this.dir, bucketFile(k)));
+    const read = readJSON(joinPath(this.dir, bucketFile(k)));
     const parsed = read && parseBucket(read.value);
     if (parsed) this.buckets[k] = parsed;
     else this.rebuild();
@@ -240,14 +245,14 @@ export class ReservationIndex {
   private open(): void {
     if (this.opened) return;
     this.opened = true;
-    const read = readJSON(join(this.dir, INDEX_FILE));
+    const read = readJSON(joinPath(this.dir, INDEX_FILE));
     if (!read || !isHeader(read.value)) {
       this.rebuild();
       return;
     }
-    let st: import("node:fs").BigIntStats;
+    let st: Stat;
     try {
-      st = statSync(this.dir, { bigint: true });
+      st = stat(this.dir);
     } catch (err) {
       throw ioError("inspecting", this.dir, err);
     }

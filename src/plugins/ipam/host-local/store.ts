@@ -12,16 +12,19 @@
  * operation block on the same lock forever.
  */
 import {
-  closeSync,
-  constants,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  unlinkSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
-import { join } from "node:path";
+  closeFile,
+  joinPath,
+  mkdir,
+  O_CREAT,
+  O_EXCL,
+  O_RDONLY,
+  O_RDWR,
+  openFile,
+  readFile,
+  unlink,
+  write,
+  writeFile,
+} from "../../../sys/fs.ts";
 import { flock, LOCK_EX, LOCK_UN } from "../../../sys/libc.ts";
 import {
   DEFAULT_DATA_DIR,
@@ -69,27 +72,27 @@ export class LockedStore {
   /** Creates the file for `ip` exclusively; false when it already exists (someone holds the IP). */
   reserve(containerID: string, ifname: string, ip: Addr, rangeID: number): boolean {
     const name = formatAddr(ip);
-    const path = join(this.dir, name);
+    const path = joinPath(this.dir, name);
     let fd: number;
     try {
-      fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
+      fd = openFile(path, O_RDWR | O_CREAT | O_EXCL, 0o600);
     } catch (err) {
       if (errCode(err) === "EEXIST") return false;
       throw ioError("reserving", path, err);
     }
     const content = reservationContent(containerID, ifname);
     try {
-      writeSync(fd, content);
-      closeSync(fd);
+      write(fd, content);
+      closeFile(fd);
     } catch (err) {
-      closeSync(fd);
-      unlinkSync(path);
+      closeFile(fd);
+      unlink(path);
       throw ioError("writing", path, err);
     }
     this.index.set(name, content.trim());
-    const last = join(this.dir, LAST_RESERVED_PREFIX + rangeID);
+    const last = joinPath(this.dir, LAST_RESERVED_PREFIX + rangeID);
     try {
-      writeFileSync(last, name, { mode: 0o600 });
+      writeFile(last, name, { mode: 0o600 });
     } catch (err) {
       throw ioError("writing", last, err);
     }
@@ -98,10 +101,10 @@ export class LockedStore {
 
   /** The last IP handed out from range set `rangeID`; garbage or absence → undefined (start over). */
   lastReservedIP(rangeID: number): Addr | undefined {
-    const path = join(this.dir, LAST_RESERVED_PREFIX + rangeID);
+    const path = joinPath(this.dir, LAST_RESERVED_PREFIX + rangeID);
     let text: string;
     try {
-      text = readFileSync(path, "utf8");
+      text = readFile(path, "utf8");
     } catch (err) {
       if (errCode(err) === "ENOENT") return undefined;
       throw ioError("reading", path, err);
@@ -147,9 +150,9 @@ export class LockedStore {
   }
 
   remove(r: Pick<Reservation, "name" | "content">): void {
-    const path = join(this.dir, r.name);
+    const path = joinPath(this.dir, r.name);
     try {
-      unlinkSync(path);
+      unlink(path);
     } catch (err) {
       if (errCode(err) !== "ENOENT") throw ioError("releasing", path, err);
     }
@@ -164,7 +167,7 @@ export class LockedStore {
 
 /** The network's directory under dataDir (the name is validated by the config loader). */
 export function networkDir(dataDir: string, network: string): string {
-  return join(dataDir || DEFAULT_DATA_DIR, network);
+  return joinPath(dataDir || DEFAULT_DATA_DIR, network);
 }
 
 /**
@@ -174,7 +177,7 @@ export function networkDir(dataDir: string, network: string): string {
 export function withStore<T>(dataDir: string, network: string, fn: (store: LockedStore) => T): T {
   const dir = networkDir(dataDir, network);
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    mkdir(dir, { recursive: true, mode: 0o755 });
   } catch (err) {
     throw ioError("creating", dir, err);
   }
@@ -188,10 +191,10 @@ export function withStore<T>(dataDir: string, network: string, fn: (store: Locke
 
 /** Holds flock(LOCK_EX) on `<dir>/lock` while `fn` runs. */
 export function withLock<T>(dir: string, fn: () => T): T {
-  const path = join(dir, LOCK_FILE);
+  const path = joinPath(dir, LOCK_FILE);
   let fd: number;
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_CREAT, 0o600);
+    fd = openFile(path, O_RDONLY | O_CREAT, 0o600);
   } catch (err) {
     throw ioError("opening lock file", path, err);
   }
@@ -207,6 +210,6 @@ export function withLock<T>(dir: string, fn: () => T): T {
       flock(fd, LOCK_UN);
     }
   } finally {
-    closeSync(fd);
+    closeFile(fd);
   }
 }

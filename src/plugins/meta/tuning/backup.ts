@@ -8,10 +8,9 @@
  * we from its. We add one key upstream ignores, "network": the network name, because the data dir is
  * shared by every network and GC (which upstream lacks) must only remove its own network's files.
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { isObject } from "../../../spec/json.ts";
+import { joinPath, mkdir, readdir, readFile, rename, unlink, writeFile } from "../../../sys/fs.ts";
 
 export interface Backup {
   mac?: string;
@@ -24,7 +23,7 @@ export interface Backup {
 }
 
 export function backupPath(dataDir: string, containerID: string, ifName: string): string {
-  return join(dataDir, `${containerID}_${ifName}.json`);
+  return joinPath(dataDir, `${containerID}_${ifName}.json`);
 }
 
 /** Go's MarshalIndent with a one-space indent, keys in struct order, empty fields omitted. */
@@ -62,11 +61,11 @@ export function parseBackup(text: string): Backup | undefined {
 export function writeBackup(path: string, dataDir: string, b: Backup): void {
   const tmp = `${path}.tmp`;
   try {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    writeFileSync(tmp, formatBackup(b), { mode: 0o600 });
-    renameSync(tmp, path);
+    mkdir(dataDir, { recursive: true, mode: 0o700 });
+    writeFile(tmp, formatBackup(b), { mode: 0o600 });
+    rename(tmp, path);
   } catch (err) {
-    rmSync(tmp, { force: true });
+    unlink(tmp, { force: true });
     throw CniError.from(err, `saving tuning backup ${path}`, ErrCode.IOFailure);
   }
 }
@@ -75,7 +74,7 @@ export function writeBackup(path: string, dataDir: string, b: Backup): void {
 export function readBackup(path: string): Backup | undefined {
   let text: string;
   try {
-    text = readFileSync(path, "utf8");
+    text = readFile(path, "utf8");
   } catch (err) {
     if ((err as { code?: string }).code === "ENOENT") return undefined;
     throw CniError.from(err, `reading tuning backup ${path}`, ErrCode.IOFailure);
@@ -86,7 +85,7 @@ export function readBackup(path: string): Backup | undefined {
 
 export function removeBackup(path: string): void {
   try {
-    rmSync(path, { force: true });
+    unlink(path, { force: true });
   } catch (err) {
     throw CniError.from(err, `removing tuning backup ${path}`, ErrCode.IOFailure);
   }
@@ -96,7 +95,7 @@ export function removeBackup(path: string): void {
 export function listBackups(dataDir: string): { file: string; network?: string }[] {
   let names: string[];
   try {
-    names = readdirSync(dataDir);
+    names = readdir(dataDir);
   } catch (err) {
     if ((err as { code?: string }).code === "ENOENT") return [];
     throw CniError.from(err, `listing tuning backups in ${dataDir}`, ErrCode.IOFailure);
@@ -104,7 +103,7 @@ export function listBackups(dataDir: string): { file: string; network?: string }
   return names
     .filter((n) => n.endsWith(".json"))
     .map((file) => {
-      const b = readBackup(join(dataDir, file));
+      const b = readBackup(joinPath(dataDir, file));
       return b?.network === undefined ? { file } : { file, network: b.network };
     });
 }

@@ -7,8 +7,6 @@
  * sysctls and link attributes with the config. GC (upstream has none) removes this network's backup
  * files of attachments the runtime no longer lists.
  */
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { type UndoList, withUndo } from "../../../ip/undo.ts";
 import {
   type Link,
@@ -23,6 +21,7 @@ import { type NetNS, NsNotFoundError, openNetns } from "../../../ns/index.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type Result } from "../../../spec/types.ts";
+import { exists, joinPath, readFile } from "../../../sys/fs.ts";
 import { type Backup, backupPath, listBackups, readBackup, removeBackup, writeBackup } from "./backup.ts";
 import {
   ALLOWLIST_FILE,
@@ -42,10 +41,10 @@ function load(args: CmdArgs): TuningConf {
 
 /** Upstream's fixed allowlist file: when present, every sysctl key must match one of its regexes. */
 function enforceAllowlist(conf: TuningConf): void {
-  if (!existsSync(ALLOWLIST_FILE)) return;
+  if (!exists(ALLOWLIST_FILE)) return;
   let text: string;
   try {
-    text = readFileSync(ALLOWLIST_FILE, "utf8");
+    text = readFile(ALLOWLIST_FILE, "utf8");
   } catch (err) {
     throw CniError.from(err, `reading ${ALLOWLIST_FILE}`, ErrCode.IOFailure);
   }
@@ -279,7 +278,7 @@ function cmdGC(args: CmdArgs): void {
   }
   const valid = new Set(conf.validAttachments.map((a) => backupPath(conf.dataDir, a.containerID, a.ifname)));
   for (const b of listBackups(conf.dataDir)) {
-    const path = join(conf.dataDir, b.file);
+    const path = joinPath(conf.dataDir, b.file);
     // Files without our network tag (upstream's) cannot be told apart between networks: kept.
     if (b.network === conf.name && !valid.has(path)) removeBackup(path);
   }
