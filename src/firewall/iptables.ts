@@ -2,7 +2,8 @@
  * iptables transactions: one `iptables-restore` (or `ip6tables-restore`) run per call, which commits
  * the whole table section atomically, and `iptables-save` to read a table.
  */
-import { runToolOrThrow } from "./exec.ts";
+import { realpath } from "../sys/libc.ts";
+import { findTool, runToolOrThrow } from "./exec.ts";
 
 export type IPFamily = 4 | 6;
 
@@ -20,6 +21,20 @@ export interface IptablesRestoreOptions extends IptablesOptions {
 
 function tool(family: IPFamily, kind: "restore" | "save"): string {
   return `${family === 4 ? "iptables" : "ip6tables"}-${kind}`;
+}
+
+/**
+ * Whether this family's iptables is iptables-nft (its tables are nf_tables tables "ip"/"ip6" <table>,
+ * which can be read through netlink), not iptables-legacy. Judged by the executable it resolves to:
+ * xtables-nft-multi vs xtables-legacy-multi (Debian's alternatives, Fedora, Alpine alike).
+ */
+export function iptablesIsNft(family: IPFamily): boolean {
+  try {
+    const target = realpath(findTool(tool(family, "restore")));
+    return target.includes("-nft") && !target.includes("legacy");
+  } catch {
+    return false;
+  }
 }
 
 /**

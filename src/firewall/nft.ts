@@ -1,8 +1,14 @@
 /**
  * nftables transactions: every nftApply is ONE `nft -f -` run, which the kernel commits atomically
- * (all commands of the script or none), and nftJSON reads state through `nft -j`.
+ * (all commands of the script or none), and nftJSON reads state through `nft -j`. Both start a
+ * process (~6 ms with its start-up): the per-call paths of the backends read and change elements
+ * through netlink instead (src/netlink/nftables.ts, a socket from openNftSocketAt), and keep nft for
+ * building their tables and chains, once per host.
  */
+import { openNftSocket } from "../netlink/nftables.ts";
+import type { NetlinkSocket } from "../netlink/socket.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
+import { close, O_RDONLY, open } from "../sys/libc.ts";
 import { runTool, runToolOrThrow } from "./exec.ts";
 
 export interface NftOptions {
@@ -70,4 +76,15 @@ export function nftQuote(s: string): string {
     );
   }
   return `"${s}"`;
+}
+
+/** A NETLINK_NETFILTER socket in the current netns, or in the one at `netnsPath`. */
+export function openNftSocketAt(netnsPath?: string): NetlinkSocket {
+  if (netnsPath === undefined) return openNftSocket();
+  const fd = open(netnsPath, O_RDONLY);
+  try {
+    return openNftSocket(fd);
+  } finally {
+    close(fd);
+  }
 }

@@ -24,14 +24,27 @@
  * compare-and-delete that aborts the whole transaction if anyone changed the element since we read it;
  * we then reread and replan. Adds of a key someone else took meanwhile abort the same way.
  *
- * Each call: one `nft -j list table` and one `nft -f -` transaction. ADD re-creates the table, maps and
- * the two rules (flushing the chain first) only when the read shows them missing or different: a
- * chain flush costs ~15 ms in the kernel, so the common ADD only adds elements.
+ * Each call reads the maps and the chain's rules through netlink and commits element changes as one
+ * netlink batch (no process started). Only when the table, maps or rules are missing or different does
+ * it run `nft -f -` with the whole change (ruleset re-created, the chain flushed first — a chain flush
+ * costs ~15 ms in the kernel, so the common ADD only adds elements).
  * The table is our own: upstream's cni_plugins_masquerade has a different layout, and its ADD flushes
  * that table's postrouting chain, so sharing it would break both.
  */
-import { type NftObject, nftApply, nftJSON, nftQuote } from "../firewall/nft.ts";
+
+import { nftApply, nftQuote, openNftSocketAt } from "../firewall/nft.ts";
+import { decodeElem, encodeElem, type NftMapSchema } from "../firewall/nft-elems.ts";
+import {
+  NFPROTO_INET,
+  type NftElemChange,
+  type NftRule,
+  nftCommitElems,
+  nftListElems,
+  nftListRules,
+} from "../netlink/nftables.ts";
+import type { NetlinkSocket } from "../netlink/socket.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
+import { SysError } from "../sys/errno.ts";
 import { sha512hex } from "./hash.ts";
 import type { GCAttachment, IPMasqOwner, MasqAddr } from "./ipmasq.ts";
 import { MULTICAST } from "./ipmasq.ts";
@@ -43,7 +56,13 @@ const ATTEMPTS = 4;
 const COMMENT_MAX = 128;
 
 type MapName = "masq4" | "masq6" | "exempt4" | "exempt6";
-const MAPS: readonly MapName[] = ["masq4", "masq6", "exempt4", "exempt6"];
+const SCHEMAS: Record<MapName, NftMapSchema> = {
+  masq4: { key: ["ipv4_addr"], data: ["mark"] },
+  masq6: { key: ["ipv6_addr"], data: ["mark"] },
+  exempt4: { key: ["ipv4_addr", "ipv4_addr"], data: ["mark"], interval: true },
+  exempt6: { key: ["ipv6_addr", "ipv6_addr"], data: ["mark"], interval: true },
+};
+const MAPS = Object.keys(SCHEMAS) as MapName[];
 
 /** One map element: key as nft script text ("10.0.0.5", "10.0.0.5 . 10.0.0.0/16"), value, comment. */
 interface Elem {
@@ -107,45 +126,37 @@ function deleteLines(e: Elem): string[] {
   return [`add element ${T} ${e.map} { ${e.key} : ${e.tag} }`, `delete element ${T} ${e.map} { ${e.key} }`];
 }
 
-/** Prints one part of a key from nft's JSON ("10.0.0.5", {prefix}, {range}) as script text. */
-function keyText(v: unknown): string {
-  if (typeof v === "string" || typeof v === "number") return String(v);
-  const o = v as { prefix?: { addr: string; len: number }; range?: [unknown, unknown]; concat?: unknown[] };
-  if (o.prefix) return `${o.prefix.addr}/${o.prefix.len}`;
-  if (o.range) return `${keyText(o.range[0])}-${keyText(o.range[1])}`;
-  if (o.concat) return o.concat.map(keyText).join(" . ");
-  throw new CniError(ErrCode.Internal, `unexpected nft set key ${JSON.stringify(v)}`);
-}
-
 interface NftState {
   elems: Elem[];
-  /** The postrouting chain's rules as nft JSON. */
-  rules: NftObject[];
+  /** The postrouting chain's rules. */
+  rules: NftRule[];
 }
 
-function parseState(objs: readonly NftObject[] | undefined): NftState {
-  const state: NftState = { elems: [], rules: [] };
-  for (const obj of objs ?? []) {
-    const rule = obj.rule as { chain?: string } | undefined;
-    if (rule?.chain === "postrouting") state.rules.push(rule as NftObject);
-    const map = obj.map as { name?: string; elem?: unknown[] } | undefined;
-    if (!map || !MAPS.includes(map.name as MapName)) continue;
-    for (const item of map.elem ?? []) {
-      const [k, tag] = item as [unknown, number];
-      const wrapped = (k as { elem?: { val: unknown; comment?: string } }).elem;
-      state.elems.push({
-        map: map.name as MapName,
-        key: keyText(wrapped ? wrapped.val : k),
-        tag,
-        comment: wrapped?.comment ?? "",
-      });
+/** Where to read and commit: a caller's open socket, or one opened (and closed) for this call. */
+export interface NftTarget {
+  netnsPath?: string;
+  socket?: NetlinkSocket;
+}
+
+async function withSocket<T>(target: NftTarget, fn: (sock: NetlinkSocket) => Promise<T>): Promise<T> {
+  if (target.socket) return fn(target.socket);
+  const sock = openNftSocketAt(target.netnsPath);
+  try {
+    return await fn(sock);
+  } finally {
+    sock.close();
+  }
+}
+
+function readState(sock: NetlinkSocket): NftState {
+  const elems: Elem[] = [];
+  for (const map of MAPS) {
+    for (const raw of nftListElems(sock, NFPROTO_INET, NFT_MASQ_TABLE, map) ?? []) {
+      const e = decodeElem(SCHEMAS[map], raw);
+      elems.push({ map, key: e.key, tag: Number(e.value), comment: e.comment ?? "" });
     }
   }
-  return state;
-}
-
-async function readState(netnsPath: string | undefined): Promise<NftState> {
-  return parseState(await nftJSON(["list", "table", "inet", NFT_MASQ_TABLE], { netnsPath, missingOk: true }));
+  return { elems, rules: nftListRules(sock, NFPROTO_INET, NFT_MASQ_TABLE, "postrouting") };
 }
 
 function same(a: Elem, b: Elem): boolean {
@@ -157,49 +168,78 @@ function elemAddr(e: Elem): string {
   return e.key.split(" . ", 1)[0]!;
 }
 
+/** What one call changes: elements to compare-and-delete, elements to add, the ruleset if it is not right. */
+interface Plan {
+  ruleset?: boolean;
+  drop: Elem[];
+  add: Elem[];
+}
+
+function toNetlink(e: Elem, comment: boolean) {
+  return encodeElem(SCHEMAS[e.map], {
+    key: e.key,
+    value: String(e.tag),
+    comment: comment ? e.comment : undefined,
+  });
+}
+
+/** The plan as netlink element changes: every drop as "add {k : tag}; delete {k}", then the adds. */
+function elemChanges(p: Plan): NftElemChange[] {
+  return [
+    ...p.drop.flatMap((e): NftElemChange[] => [
+      { kind: "add", set: e.map, elems: [toNetlink(e, false)] },
+      { kind: "delete", set: e.map, elems: [toNetlink(e, false)] },
+    ]),
+    ...p.add.map((e): NftElemChange => ({ kind: "add", set: e.map, elems: [toNetlink(e, true)] })),
+  ];
+}
+
+function isConflict(err: unknown): boolean {
+  if (err instanceof SysError) return err.code === "EEXIST" || err.code === "ENOENT";
+  return err instanceof CniError && /File exists|No such file or directory/.test(err.details);
+}
+
 /**
- * Reads, plans, applies in one transaction; on failure rereads and replans (the compare-and-delete
+ * Reads, plans, applies in one transaction; on a conflict rereads and replans (the compare-and-delete
  * guards make a concurrent change abort our transaction instead of being overwritten).
  */
-async function transact(
-  netnsPath: string | undefined,
-  what: string,
-  plan: (state: NftState) => string[],
-): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const lines = plan(await readState(netnsPath));
-    if (lines.length === 0) return;
-    try {
-      await nftApply(`${lines.join("\n")}\n`, { netnsPath, what });
-      return;
-    } catch (err) {
-      const conflict = err instanceof CniError && /File exists|No such file or directory/.test(err.details);
-      if (!conflict || attempt >= ATTEMPTS) throw err;
+async function transact(target: NftTarget, what: string, plan: (state: NftState) => Plan): Promise<void> {
+  await withSocket(target, async (sock) => {
+    for (let attempt = 1; ; attempt++) {
+      const p = plan(readState(sock));
+      try {
+        if (p.ruleset) {
+          const lines = [...ensureRuleset(), ...p.drop.flatMap(deleteLines), ...p.add.map(addLine)];
+          await nftApply(`${lines.join("\n")}\n`, { netnsPath: target.netnsPath, what });
+        } else {
+          nftCommitElems(sock, NFPROTO_INET, NFT_MASQ_TABLE, elemChanges(p), what);
+        }
+        return;
+      } catch (err) {
+        if (!isConflict(err) || attempt >= ATTEMPTS) {
+          throw err instanceof CniError ? err : CniError.from(err, what);
+        }
+      }
     }
-  }
+  });
 }
 
 /** Whether the postrouting chain has the IPv`family` masquerade rule over our maps. */
 function hasMasqRule(state: NftState, family: 4 | 6): boolean {
-  return state.rules.some((r) => {
-    const text = JSON.stringify(r);
-    return (
-      text.includes(`"@masq${family}"`) &&
-      text.includes(`"@exempt${family}"`) &&
-      text.includes('"masquerade"')
-    );
-  });
+  return state.rules.some(
+    (r) => r.sets.includes(`masq${family}`) && r.sets.includes(`exempt${family}`) && r.exprs.includes("masq"),
+  );
 }
 
 export async function setupIPMasqNft(
   o: IPMasqOwner,
   addrs: readonly MasqAddr[],
-  netnsPath: string | undefined,
+  target: NftTarget,
 ): Promise<void> {
   const id = nftOwnerID(o);
   const want = desiredElems(o, addrs);
   const wantAddrs = new Set(want.map(elemAddr));
-  await transact(netnsPath, `adding nft masquerade for ${o.containerID}`, (state) => {
+  await transact(target, `adding nft masquerade for ${o.containerID}`, (state) => {
     // Drop what this attachment had before and anything else claiming our addresses (a stale owner
     // whose address IPAM gave to us), except elements that are already exactly right.
     const drop = state.elems.filter(
@@ -207,23 +247,24 @@ export async function setupIPMasqNft(
     );
     const add = want.filter((w) => !state.elems.some((e) => same(w, e)));
     const rulesetOK = state.rules.length === 2 && hasMasqRule(state, 4) && hasMasqRule(state, 6);
-    return [...(rulesetOK ? [] : ensureRuleset()), ...drop.flatMap(deleteLines), ...add.map(addLine)];
+    return { ruleset: !rulesetOK, drop, add };
   });
 }
 
-export async function teardownIPMasqNft(o: IPMasqOwner, netnsPath: string | undefined): Promise<void> {
+export async function teardownIPMasqNft(o: IPMasqOwner, target: NftTarget): Promise<void> {
   const id = nftOwnerID(o);
-  await transact(netnsPath, `deleting nft masquerade of ${o.containerID}`, (state) =>
-    state.elems.filter((e) => ownerOf(e) === id).flatMap(deleteLines),
-  );
+  await transact(target, `deleting nft masquerade of ${o.containerID}`, (state) => ({
+    drop: state.elems.filter((e) => ownerOf(e) === id),
+    add: [],
+  }));
 }
 
 export async function checkIPMasqNft(
   o: IPMasqOwner,
   addrs: readonly MasqAddr[],
-  netnsPath: string | undefined,
+  target: NftTarget,
 ): Promise<void> {
-  const state = await readState(netnsPath);
+  const state = await withSocket(target, async (sock) => readState(sock));
   for (const family of [4, 6] as const) {
     if (!addrs.some((a) => a.family === family)) continue;
     if (!hasMasqRule(state, family)) {
@@ -246,18 +287,17 @@ export async function checkIPMasqNft(
 export async function gcIPMasqNft(
   network: string,
   valid: readonly GCAttachment[],
-  netnsPath: string | undefined,
+  target: NftTarget,
 ): Promise<void> {
   const prefix = `${netHash(network)}-`;
   const alive = new Set(
     valid.map((a) => nftOwnerID({ network, ifName: a.ifname, containerID: a.containerID })),
   );
-  await transact(netnsPath, `collecting stale nft masquerade of network ${network}`, (state) =>
-    state.elems
-      .filter((e) => {
-        const owner = ownerOf(e);
-        return owner.startsWith(prefix) && !alive.has(owner);
-      })
-      .flatMap(deleteLines),
-  );
+  await transact(target, `collecting stale nft masquerade of network ${network}`, (state) => ({
+    drop: state.elems.filter((e) => {
+      const owner = ownerOf(e);
+      return owner.startsWith(prefix) && !alive.has(owner);
+    }),
+    add: [],
+  }));
 }

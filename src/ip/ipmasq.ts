@@ -9,6 +9,7 @@
  * - "nftables" (ipmasq-nft.ts): one table with a fixed ruleset and per-container map elements.
  */
 import { hasTool } from "../firewall/exec.ts";
+import type { NetlinkSocket } from "../netlink/socket.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatIP, parseCIDR, toIPv4 } from "../spec/ipaddr.ts";
 import type { IPMasqBackend } from "./ipmasq-backend.ts";
@@ -18,7 +19,13 @@ import {
   setupIPMasqIptables,
   teardownIPMasqIptables,
 } from "./ipmasq-iptables.ts";
-import { checkIPMasqNft, gcIPMasqNft, setupIPMasqNft, teardownIPMasqNft } from "./ipmasq-nft.ts";
+import {
+  checkIPMasqNft,
+  gcIPMasqNft,
+  type NftTarget,
+  setupIPMasqNft,
+  teardownIPMasqNft,
+} from "./ipmasq-nft.ts";
 
 export type { IPMasqBackend };
 
@@ -33,6 +40,12 @@ export interface IPMasqOwner {
 export interface IPMasqCommon extends IPMasqOwner {
   /** Run the firewall tools inside this netns (tests); normally the plugin's current (host) netns. */
   netnsPath?: string;
+  /**
+   * nftables backend: an open NETLINK_NETFILTER socket (of that netns) to use and leave open. The kernel
+   * frees deleted elements after an RCU grace period and a socket's close waits for it (~15 ms): a
+   * caller that closes it after other slow kernel work (DEL's veth delete) makes the waits overlap.
+   */
+  nftSocket?: NetlinkSocket;
 }
 
 export interface SetupIPMasqOptions extends IPMasqCommon {
@@ -56,6 +69,7 @@ export interface GCAttachment {
 }
 
 export interface GCIPMasqOptions {
+  nftSocket?: NetlinkSocket;
   /** Omitted: collect in both backends (where the tool is installed). */
   backend?: IPMasqBackend;
   network: string;
@@ -149,6 +163,10 @@ function owner(o: IPMasqOwner): IPMasqOwner {
   return { network: o.network, containerID: o.containerID, ifName: o.ifName };
 }
 
+function nftTarget(o: { netnsPath?: string; nftSocket?: NetlinkSocket }): NftTarget {
+  return { netnsPath: o.netnsPath, socket: o.nftSocket };
+}
+
 /** Installs the masquerade for one attachment (replacing what the same attachment had before). */
 export async function setupIPMasq(opts: SetupIPMasqOptions): Promise<void> {
   validateOwner(opts);
@@ -156,7 +174,7 @@ export async function setupIPMasq(opts: SetupIPMasqOptions): Promise<void> {
   const backend = requireBackend(opts.backend);
   const ctx = `setting up ip masquerade for ${opts.containerID} on network ${opts.network}`;
   try {
-    if (backend === "nftables") await setupIPMasqNft(owner(opts), addrs, opts.netnsPath);
+    if (backend === "nftables") await setupIPMasqNft(owner(opts), addrs, nftTarget(opts));
     else await setupIPMasqIptables(owner(opts), addrs, opts.netnsPath);
   } catch (err) {
     throw CniError.from(err, ctx);
@@ -171,7 +189,7 @@ export async function teardownIPMasq(opts: TeardownIPMasqOptions): Promise<void>
   const errors: CniError[] = [];
   for (const backend of backendsOf(opts.backend)) {
     try {
-      if (backend === "nftables") await teardownIPMasqNft(owner(opts), opts.netnsPath);
+      if (backend === "nftables") await teardownIPMasqNft(owner(opts), nftTarget(opts));
       else await teardownIPMasqIptables(owner(opts), addrs, opts.netnsPath);
     } catch (err) {
       errors.push(CniError.from(err, ctx));
@@ -190,7 +208,7 @@ export async function checkIPMasq(opts: CheckIPMasqOptions): Promise<void> {
   const backend = requireBackend(opts.backend);
   const ctx = `checking ip masquerade for ${opts.containerID} on network ${opts.network}`;
   try {
-    if (backend === "nftables") await checkIPMasqNft(owner(opts), addrs, opts.netnsPath);
+    if (backend === "nftables") await checkIPMasqNft(owner(opts), addrs, nftTarget(opts));
     else await checkIPMasqIptables(owner(opts), addrs, opts.netnsPath);
   } catch (err) {
     throw CniError.from(err, ctx);
@@ -203,7 +221,7 @@ export async function gcIPMasq(opts: GCIPMasqOptions): Promise<void> {
   const ctx = `collecting stale ip masquerade of network ${opts.network}`;
   for (const backend of backendsOf(opts.backend)) {
     try {
-      if (backend === "nftables") await gcIPMasqNft(opts.network, opts.validAttachments, opts.netnsPath);
+      if (backend === "nftables") await gcIPMasqNft(opts.network, opts.validAttachments, nftTarget(opts));
       else await gcIPMasqIptables(opts.network, opts.validAttachments, opts.netnsPath);
     } catch (err) {
       throw CniError.from(err, ctx);

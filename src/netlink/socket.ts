@@ -51,6 +51,14 @@ const NETLINK_GET_STRICT_CHK = 12;
 /** Dumps interrupted by a concurrent change (NLM_F_DUMP_INTR) are retried this many times. */
 const DUMP_RETRIES = 10;
 
+/** One message of a batch (see NetlinkSocket.batch). */
+export interface BatchMessage {
+  type: number;
+  flags: number;
+  header: Uint8Array;
+  attrs: Attr[];
+}
+
 export interface OpenOptions {
   protocol?: number;
   /** fd of a network namespace: the socket is created inside it. */
@@ -129,6 +137,50 @@ export class NetlinkSocket {
         replies.push(m);
         if (m.type === NLMSG_DONE) return replies;
       }
+    }
+  }
+
+  /**
+   * Sends several messages in one datagram (a netfilter batch: BEGIN, commands, END) and waits for the
+   * answer to every message that asks for an ack. The kernel answers all of them, also when the batch
+   * aborts; the first error (in message order) is thrown, naming `op`. A batch-level error (an answer
+   * to a message that asked for no ack, e.g. EPERM on BEGIN) ends the wait too.
+   */
+  batch(msgs: readonly BatchMessage[], op: string): void {
+    const seqs: number[] = [];
+    const parts = msgs.map((m) => {
+      const seq = ++nextSeq >>> 0;
+      seqs.push(seq);
+      return encodeMessage(m.type, m.flags | NLM_F_REQUEST, seq, m.header, m.attrs);
+    });
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+    let off = 0;
+    for (const p of parts) {
+      out.set(p, off);
+      off += p.byteLength;
+    }
+    const to = new Uint8Array(12);
+    new DataView(to.buffer).setUint16(0, AF_NETLINK, true);
+    sendto(this.fd, out, to);
+    const pending = new Set(seqs.filter((_, i) => msgs[i]!.flags & NLM_F_ACK));
+    const errors = new Map<number, SysError>();
+    let batchError: SysError | undefined;
+    while (pending.size > 0 && batchError === undefined) {
+      for (const m of this.receive()) {
+        if (m.type !== NLMSG_ERROR) continue;
+        const errno = -structView(m.data).getInt32(0, true);
+        const err = errno === 0 ? undefined : new SysError(op, errno, extAckMessage(m));
+        if (pending.delete(m.seq)) {
+          if (err) errors.set(m.seq, err);
+        } else if (err && seqs.includes(m.seq)) {
+          batchError = err;
+        }
+      }
+    }
+    if (batchError) throw batchError;
+    for (const seq of seqs) {
+      const err = errors.get(seq);
+      if (err) throw err;
     }
   }
 

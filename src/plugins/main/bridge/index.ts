@@ -84,58 +84,100 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
   );
 }
 
+/** The container interface found for DEL: its addresses, and how to delete it (with its veth peer). */
+interface ContainerIface {
+  ips: string[];
+  remove(): void;
+  /** Closes the handles without deleting (idempotent; remove() does it too). */
+  release(): void;
+}
+
 /**
- * Deletes the container interface (taking the veth pair with it) and returns its addresses; nothing
- * when the netns or the interface is already gone.
+ * Finds the container interface and its addresses; undefined when the netns or the interface is
+ * already gone. The caller must call remove() (which also releases the handles).
  */
-function removeContainerIface(args: CmdArgs): string[] {
-  if (args.netns === "") return [];
+function findContainerIface(args: CmdArgs): ContainerIface | undefined {
+  if (args.netns === "") return undefined;
   let ns: NetNS;
   try {
     ns = openNetns(args.netns);
   } catch (err) {
-    if (err instanceof NsNotFoundError) return [];
+    if (err instanceof NsNotFoundError) return undefined;
     throw CniError.from(err, `failed to open netns "${args.netns}"`);
   }
   let sock: NetlinkSocket | undefined;
-  try {
-    sock = NetlinkSocket.open({ netnsFd: ns.fd });
-    const link = linkByName(sock, args.ifName);
-    if (!link) return [];
-    const ips = addrList(sock, { index: link.index })
-      .filter((a) => !(a.version === 6 && /^fe[89ab]/i.test(a.ip)))
-      .map((a) => a.address);
-    try {
-      linkDel(sock, link.index);
-    } catch (err) {
-      if (!isErrno(err, "ENODEV")) throw err;
-    }
-    return ips;
-  } catch (err) {
-    throw CniError.from(err, `deleting ${args.ifName} in netns "${args.netns}"`);
-  } finally {
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
     sock?.close();
     ns.close();
+  };
+  const what = `deleting ${args.ifName} in netns "${args.netns}"`;
+  try {
+    const s = NetlinkSocket.open({ netnsFd: ns.fd });
+    sock = s;
+    const link = linkByName(s, args.ifName);
+    if (!link) {
+      release();
+      return undefined;
+    }
+    const ips = addrList(s, { index: link.index })
+      .filter((a) => !(a.version === 6 && /^fe[89ab]/i.test(a.ip)))
+      .map((a) => a.address);
+    const remove = () => {
+      try {
+        linkDel(s, link.index);
+      } catch (err) {
+        if (!isErrno(err, "ENODEV")) throw CniError.from(err, what);
+      } finally {
+        release();
+      }
+    };
+    return { ips, remove, release };
+  } catch (err) {
+    release();
+    throw CniError.from(err, what);
   }
 }
 
 /**
  * The interface goes before the addresses are released, so an address is never handed to another
- * container while this one still has it (upstream's order). Every step tolerates "already gone".
+ * container while this one still has it; the masquerade goes first of all. Every step tolerates
+ * "already gone".
+ *
+ * Why the masquerade first, on a socket closed last: removing nft elements makes the kernel free them
+ * after an RCU grace period, and closing the socket waits for that (~15 ms); deleting the veth waits
+ * for grace periods too. Committing before the veth delete and closing after lets both waits overlap.
  */
 async function cmdDel(args: CmdArgs): Promise<void> {
   const conf = load(args);
-  const ips = removeContainerIface(args);
-  if (conf.ipamType) await ipamDel(args);
-  // The firewall modules load only when a config uses them: they cost start-up time.
-  if (conf.macSpoofChk) {
-    const { teardownSpoofCheck } = await import("./macspoofchk.ts");
-    await teardownSpoofCheck({ containerID: args.containerID, ifName: args.ifName });
-  }
-  if (conf.ipMasq) {
-    // No backend: an attachment made under another ipMasqBackend is removed too (upstream does both).
-    const { teardownIPMasq } = await import("../../../ip/ipmasq.ts");
-    await teardownIPMasq({ network: conf.name, containerID: args.containerID, ifName: args.ifName, ips });
+  const iface = findContainerIface(args);
+  let nftSocket: NetlinkSocket | undefined;
+  try {
+    // The firewall modules load only when a config uses them: they cost start-up time.
+    if (conf.ipMasq) {
+      const { teardownIPMasq } = await import("../../../ip/ipmasq.ts");
+      const { openNftSocket } = await import("../../../netlink/nftables.ts");
+      nftSocket = openNftSocket();
+      // No backend: an attachment made under another ipMasqBackend is removed too (upstream does both).
+      await teardownIPMasq({
+        network: conf.name,
+        containerID: args.containerID,
+        ifName: args.ifName,
+        ips: iface?.ips ?? [],
+        nftSocket,
+      });
+    }
+    iface?.remove();
+    if (conf.ipamType) await ipamDel(args);
+    if (conf.macSpoofChk) {
+      const { teardownSpoofCheck } = await import("./macspoofchk.ts");
+      await teardownSpoofCheck({ containerID: args.containerID, ifName: args.ifName });
+    }
+  } finally {
+    iface?.release();
+    nftSocket?.close();
   }
 }
 

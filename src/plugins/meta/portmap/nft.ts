@@ -51,10 +51,22 @@
  * A re-ADD of the same attachment without DEL (which the spec rules out) keeps elements of mappings
  * it no longer has until DEL.
  */
-import { type NftObject, nftApply, nftJSON, nftQuote } from "../../../firewall/nft.ts";
+
+import { nftApply, nftQuote, openNftSocketAt } from "../../../firewall/nft.ts";
+import { decodeElem, encodeElem, type NftMapSchema } from "../../../firewall/nft-elems.ts";
 import { sha512hex } from "../../../ip/hash.ts";
+import {
+  NFPROTO_INET,
+  type NftElemChange,
+  nftCommitElems,
+  nftListElems,
+  nftListRules,
+  nftListSets,
+} from "../../../netlink/nftables.ts";
+import type { NetlinkSocket } from "../../../netlink/socket.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import type { GCAttachment } from "../../../spec/types.ts";
+import { SysError } from "../../../sys/errno.ts";
 import { hostIPMatch, mappingsFor, type Owner, type PortmapConf } from "./config.ts";
 
 export const NFT_TABLE = "tscni_hostport";
@@ -86,6 +98,18 @@ const MAP_TYPES: Record<MapName, string> = {
   owners6: "type ipv6_addr : mark;",
 };
 const MAPS = Object.keys(MAP_TYPES) as MapName[];
+/** The same types for netlink (src/firewall/nft-elems.ts). */
+const SCHEMAS: Record<MapName, NftMapSchema> = {
+  dnat4: { key: ["inet_proto", "inet_service"], data: ["ipv4_addr", "inet_service"] },
+  hostip_dnat4: { key: ["ipv4_addr", "inet_proto", "inet_service"], data: ["ipv4_addr", "inet_service"] },
+  masq4: { key: ["ipv4_addr", "ipv4_addr"], data: ["mark"], interval: true },
+  owners4: { key: ["ipv4_addr"], data: ["mark"] },
+  dnat6: { key: ["inet_proto", "inet_service"], data: ["ipv6_addr", "inet_service"] },
+  hostip_dnat6: { key: ["ipv6_addr", "inet_proto", "inet_service"], data: ["ipv6_addr", "inet_service"] },
+  masq6: { key: ["ipv6_addr", "ipv6_addr"], data: ["mark"], interval: true },
+  owners6: { key: ["ipv6_addr"], data: ["mark"] },
+};
+const LAYOUT_SCHEMA: NftMapSchema = { key: ["mark"] };
 
 /** One map element as nft script text, in the form `nft -j` lists it back (so they compare equal). */
 export interface Elem {
@@ -221,16 +245,6 @@ function structureLines(conf: PortmapConf, staleLayouts: readonly string[]): str
 // ---------------------------------------------------------------------------------------------------
 // Reading the table
 
-/** Prints one part of a key or value from nft's JSON ("10.0.0.5", 80, {prefix}, {range}, {concat}). */
-function jsonText(v: unknown): string {
-  if (typeof v === "string" || typeof v === "number") return String(v);
-  const o = v as { prefix?: { addr: string; len: number }; range?: [unknown, unknown]; concat?: unknown[] };
-  if (o.prefix) return `${o.prefix.addr}/${o.prefix.len}`;
-  if (o.range) return `${jsonText(o.range[0])}-${jsonText(o.range[1])}`;
-  if (o.concat) return o.concat.map(jsonText).join(" . ");
-  throw new CniError(ErrCode.Internal, `unexpected nft element part ${JSON.stringify(v)}`);
-}
-
 export interface NftState {
   exists: boolean;
   elems: Elem[];
@@ -240,33 +254,34 @@ export interface NftState {
   rules: Map<string, number>;
 }
 
-export function parseState(objs: readonly NftObject[] | undefined): NftState {
-  const state: NftState = { exists: objs !== undefined, elems: [], layouts: [], rules: new Map() };
-  for (const obj of objs ?? []) {
-    const set = obj.set as { name?: string } | undefined;
-    if (set?.name?.startsWith("layout_")) state.layouts.push(set.name);
-    const rule = obj.rule as { chain?: string } | undefined;
-    if (rule?.chain) state.rules.set(rule.chain, (state.rules.get(rule.chain) ?? 0) + 1);
-    const map = obj.map as { name?: string; elem?: unknown[] } | undefined;
-    if (!map || !MAPS.includes(map.name as MapName)) continue;
-    for (const item of map.elem ?? []) {
-      const [k, v] = item as [unknown, unknown];
-      const wrapped = (k as { elem?: { val: unknown; comment?: string } }).elem;
-      state.elems.push({
-        map: map.name as MapName,
-        key: jsonText(wrapped ? wrapped.val : k),
-        value: jsonText(v),
-        comment: wrapped?.comment ?? "",
-      });
+const CHAINS = ["prerouting", "output", "postrouting"] as const;
+
+export function readState(sock: NetlinkSocket): NftState {
+  const sets = nftListSets(sock, NFPROTO_INET, NFT_TABLE);
+  const state: NftState = { exists: sets !== undefined, elems: [], layouts: [], rules: new Map() };
+  if (!sets) return state;
+  state.layouts = sets.filter((n) => n.startsWith("layout_"));
+  for (const map of MAPS) {
+    if (!sets.includes(map)) continue;
+    for (const raw of nftListElems(sock, NFPROTO_INET, NFT_TABLE, map) ?? []) {
+      const e = decodeElem(SCHEMAS[map], raw);
+      state.elems.push({ map, key: e.key, value: e.value ?? "", comment: e.comment ?? "" });
     }
+  }
+  for (const chain of CHAINS) {
+    const n = nftListRules(sock, NFPROTO_INET, NFT_TABLE, chain).length;
+    if (n > 0) state.rules.set(chain, n);
   }
   return state;
 }
 
-export async function readState(): Promise<NftState> {
-  return parseState(
-    await nftJSON(["list", "table", "inet", NFT_TABLE], { missingOk: true, what: `reading nft table ${T}` }),
-  );
+async function withSocket<T>(fn: (sock: NetlinkSocket) => Promise<T>): Promise<T> {
+  const sock = openNftSocketAt();
+  try {
+    return await fn(sock);
+  } finally {
+    sock.close();
+  }
 }
 
 function same(a: Elem, b: Elem): boolean {
@@ -282,24 +297,69 @@ function elemAddr(e: Elem): string {
 }
 
 function isConflict(err: unknown): boolean {
+  if (err instanceof SysError) return err.code === "EEXIST" || err.code === "ENOENT";
   return err instanceof CniError && /File exists|No such file or directory/.test(err.details);
+}
+
+function toNetlink(e: Elem, comment: boolean) {
+  return encodeElem(SCHEMAS[e.map], { key: e.key, value: e.value, comment: comment ? e.comment : undefined });
+}
+
+/** Element changes as netlink: every drop as "add {k : v}; delete {k}" (compare-and-delete), then adds. */
+function elemChanges(drop: readonly Elem[], add: readonly Elem[]): NftElemChange[] {
+  const byMap = new Map<MapName, Elem[]>();
+  for (const e of add) byMap.set(e.map, [...(byMap.get(e.map) ?? []), e]);
+  return [
+    ...drop.flatMap((e): NftElemChange[] => [
+      { kind: "add", set: e.map, elems: [toNetlink(e, false)] },
+      { kind: "delete", set: e.map, elems: [toNetlink(e, false)] },
+    ]),
+    ...[...byMap].map(
+      ([map, elems]): NftElemChange => ({
+        kind: "add",
+        set: map,
+        elems: elems.map((e) => toNetlink(e, true)),
+      }),
+    ),
+  ];
+}
+
+interface Plan {
+  /** Rebuild table, maps and chains for this configuration (an `nft -f` run). */
+  structure?: PortmapConf;
+  drop: Elem[];
+  add: Elem[];
 }
 
 /**
  * Reads, plans, applies in one transaction; on a conflict rereads and replans (the compare-and-delete
- * guards make a concurrent change abort our transaction instead of being overwritten).
+ * guards make a concurrent change abort our transaction instead of being overwritten). Element-only
+ * plans go through netlink; a plan that rebuilds the structure is one `nft -f` script.
  */
-async function transact(what: string, plan: (state: NftState) => string[]): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const lines = plan(await readState());
-    if (lines.length === 0) return;
-    try {
-      await nftApply(`${lines.join("\n")}\n`, { what });
-      return;
-    } catch (err) {
-      if (!isConflict(err) || attempt >= ATTEMPTS) throw err;
+async function transact(what: string, plan: (state: NftState) => Plan): Promise<void> {
+  await withSocket(async (sock) => {
+    for (let attempt = 1; ; attempt++) {
+      const state = readState(sock);
+      const p = plan(state);
+      try {
+        if (p.structure) {
+          const lines = [
+            ...structureLines(p.structure, state.layouts),
+            ...p.drop.flatMap(deleteLines),
+            ...addElementLines(p.add),
+          ];
+          await nftApply(`${lines.join("\n")}\n`, { what });
+        } else {
+          nftCommitElems(sock, NFPROTO_INET, NFT_TABLE, elemChanges(p.drop, p.add), what);
+        }
+        return;
+      } catch (err) {
+        if (!isConflict(err) || attempt >= ATTEMPTS) {
+          throw err instanceof CniError ? err : CniError.from(err, what);
+        }
+      }
     }
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -310,15 +370,23 @@ export async function nftAdd(o: Owner, conf: PortmapConf): Promise<void> {
   if (want.length === 0) return;
   const what = `adding nft port mappings of ${o.containerID}`;
   try {
-    await nftApply(
-      `${[`add element ${T} ${layoutSet(conf)} { 1 }`, ...addElementLines(want)].join("\n")}\n`,
-      {
+    // Fast path: only adds, the layout element first (missing set → ENOENT when the chains are not
+    // built for this configuration).
+    await withSocket(async (sock) =>
+      nftCommitElems(
+        sock,
+        NFPROTO_INET,
+        NFT_TABLE,
+        [
+          { kind: "add", set: layoutSet(conf), elems: [encodeElem(LAYOUT_SCHEMA, { key: "1" })] },
+          ...elemChanges([], want),
+        ],
         what,
-      },
+      ),
     );
     return;
   } catch (err) {
-    if (!isConflict(err)) throw err;
+    if (!isConflict(err)) throw CniError.from(err, what);
   }
   const id = ownerID(o);
   const wantKeys = new Set(want.map((w) => `${w.map}|${w.key}`));
@@ -332,29 +400,30 @@ export async function nftAdd(o: Owner, conf: PortmapConf): Promise<void> {
         (ownerOf(e) === id || wantKeys.has(`${e.map}|${e.key}`) || wantAddrs.has(elemAddr(e))),
     );
     const add = want.filter((w) => !state.elems.some((e) => same(w, e)));
-    return [...structureLines(conf, state.layouts), ...drop.flatMap(deleteLines), ...addElementLines(add)];
+    return { structure: conf, drop, add };
   });
 }
 
 /** Removes every element of the attachment; a missing table or no elements is success. */
 export async function nftDel(o: Owner): Promise<void> {
   const id = ownerID(o);
-  await transact(`deleting nft port mappings of ${o.containerID}`, (state) =>
-    state.elems.filter((e) => ownerOf(e) === id).flatMap(deleteLines),
-  );
+  await transact(`deleting nft port mappings of ${o.containerID}`, (state) => ({
+    drop: state.elems.filter((e) => ownerOf(e) === id),
+    add: [],
+  }));
 }
 
 export async function nftCheck(o: Owner, conf: PortmapConf): Promise<void> {
   const want = desiredElems(o, conf);
   if (want.length === 0) return;
-  const state = await readState();
+  const state = await withSocket(async (sock) => readState(sock));
   const fail = (msg: string) =>
     new CniError(ErrCode.Internal, `checking port mappings of ${o.containerID}: ${msg}`);
   if (!state.exists) throw fail(`nft table ${T} does not exist`);
   const layout = layoutSet(conf);
   if (!state.layouts.includes(layout))
     throw fail(`nft table ${T} chains are not built for this configuration`);
-  for (const chain of ["prerouting", "output", "postrouting"]) {
+  for (const chain of CHAINS) {
     if (!state.rules.get(chain)) throw fail(`nft chain ${T} ${chain} has no rules`);
   }
   for (const w of want) {
@@ -367,12 +436,11 @@ export async function nftCheck(o: Owner, conf: PortmapConf): Promise<void> {
 export async function nftGC(network: string, valid: readonly GCAttachment[]): Promise<void> {
   const prefix = `${netHash(network)}-`;
   const alive = new Set(valid.map((a) => ownerID({ network, ifName: a.ifname, containerID: a.containerID })));
-  await transact(`collecting stale nft port mappings of network ${network}`, (state) =>
-    state.elems
-      .filter((e) => {
-        const owner = ownerOf(e);
-        return owner.startsWith(prefix) && !alive.has(owner);
-      })
-      .flatMap(deleteLines),
-  );
+  await transact(`collecting stale nft port mappings of network ${network}`, (state) => ({
+    drop: state.elems.filter((e) => {
+      const owner = ownerOf(e);
+      return owner.startsWith(prefix) && !alive.has(owner);
+    }),
+    add: [],
+  }));
 }
