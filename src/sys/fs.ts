@@ -31,6 +31,7 @@ function load() {
     unlink: { args: [ptr], returns: i32 },
     rename: { args: [ptr, ptr], returns: i32 },
     access: { args: [ptr, i32], returns: i32 },
+    utimensat: { args: [i32, ptr, ptr, i32], returns: i32 },
   }).symbols;
 }
 
@@ -312,6 +313,19 @@ export function lstat(path: string): Stat {
 
 export function fstat(fd: number): Stat {
   return statx(fd, EMPTY_PATH, AT_EMPTY_PATH, "fstat");
+}
+
+/** utimensat(2)'s "leave this time alone". */
+const UTIME_OMIT = (1 << 30) - 2;
+
+/** Sets the modification time of `path` (following symlinks) to `mtimeNs`; the access time stays. */
+export function setMtime(path: string, mtimeNs: bigint): void {
+  const op = `setting the modification time of ${path}`;
+  const times = new BigInt64Array(4); // struct timespec[2]: atime, mtime
+  times[1] = BigInt(UTIME_OMIT);
+  times[2] = mtimeNs / 1_000_000_000n;
+  times[3] = mtimeNs % 1_000_000_000n;
+  check(fn().utimensat(AT_FDCWD, cpath(path, op), times, 0), op);
 }
 
 /** ENOENT when `path` (following symlinks) is absent; other errors as access(2) gives them. */

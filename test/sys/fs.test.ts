@@ -30,6 +30,7 @@ import {
   readFile,
   rename,
   type Stat,
+  setMtime,
   stat,
   unlink,
   W_OK,
@@ -254,6 +255,17 @@ describe("stat", () => {
     expect(dn.rdev).toBe(0x103);
     expect(typeof stat(p).ino).toBe("bigint");
     expect(stat(p).mtimeNs).toBe(nfs.statSync(p, { bigint: true }).mtimeNs);
+  });
+
+  test("setMtime sets the modification time to the nanosecond and leaves the access time", () => {
+    const p = fresh();
+    nfs.writeFileSync(p, "a");
+    nfs.utimesSync(p, 5, 5);
+    setMtime(p, 1_234_567_890_123_456_789n);
+    const st = nfs.statSync(p, { bigint: true });
+    expect(st.mtimeNs).toBe(1_234_567_890_123_456_789n);
+    expect(st.atimeNs).toBe(5_000_000_000n);
+    expect(() => setMtime(joinPath(root, "missing"), 1n)).toThrow(/ENOENT/);
   });
 
   test("mtimeNs moves with a write, to the nanosecond as node sees it", () => {

@@ -9,11 +9,14 @@
  * never renamed), so keeping the index does not change the directory's mtime.
  *
  * Upstream never updates the index, so it is trusted only when the directory provably has not
- * changed since we wrote it:
- *   - same inode and mtime as recorded, and the header written after that mtime (a later
- *     create/unlink then gets a later timestamp) → fresh, buckets are read lazily;
- *   - same mtime but the header written within that same timestamp (coarse clocks) → reconcile the
- *     names against a readdir, reading only files we did not know;
+ * changed since we wrote it. Proof by a mark: after our changes we set the directory's mtime to one
+ * nanosecond before what it was, and record that. Any later create/unlink stamps the current time,
+ * which is never earlier than the time we read — so it can never equal the mark, even within the same
+ * tick of a coarse clock (where a plain "same mtime" could not tell a later change from ours).
+ *   - same inode and the marked mtime → fresh, buckets are read lazily;
+ *   - no mark (a file system that drops the nanoseconds): same mtime and the header written after it
+ *     → fresh; same mtime, header within that same timestamp → reconcile the names against a
+ *     readdir, reading only files we did not know (writing such a header waits up to one tick);
  *   - anything else (a foreign create/unlink, a missing or unreadable index) → rebuild by reading
  *     every file, once, as upstream would.
  * The store reads a reservation back before acting on it and asks for a rebuild on a mismatch (a
@@ -31,6 +34,7 @@ import {
   pwrite,
   readAll,
   type Stat,
+  setMtime,
   stat,
 } from "../../../sys/fs.ts";
 import {
@@ -42,7 +46,7 @@ import {
   splitContent,
 } from "./files.ts";
 
-const VERSION = 2;
+const VERSION = 3;
 /** How long flush may wait for the clock to pass the directory's mtime (a jiffy is 1–10 ms). */
 const HEADER_SETTLE_MS = 30;
 export const BUCKETS = 32;
@@ -54,6 +58,8 @@ interface Header {
   ino: string;
   mtime: string;
   buckets: number;
+  /** `mtime` is our mark (see the file comment), not just the time we saw. */
+  marked: boolean;
 }
 
 /** FNV-1a of the container ID: which bucket holds its entries. */
@@ -73,7 +79,13 @@ function bucketFile(k: number): string {
 function isHeader(v: unknown): v is Header {
   if (typeof v !== "object" || v === null) return false;
   const o = v as Record<string, unknown>;
-  return o.v === VERSION && typeof o.ino === "string" && typeof o.mtime === "string" && o.buckets === BUCKETS;
+  return (
+    o.v === VERSION &&
+    typeof o.ino === "string" &&
+    typeof o.mtime === "string" &&
+    o.buckets === BUCKETS &&
+    typeof o.marked === "boolean"
+  );
 }
 
 /** Reads an index file; undefined when missing or unreadable. */
@@ -196,8 +208,16 @@ export class ReservationIndex {
         for (const [name, content] of this.buckets[k]!) flat.push(name, content);
         this.writeInPlace(bucketFile(k), fds.get(bucketFile(k))!, JSON.stringify(flat));
       }
-      const header: Header = { v: VERSION, ino: String(st.ino), mtime: String(st.mtimeNs), buckets: BUCKETS };
-      this.writeHeader(fds.get(INDEX_FILE)!, JSON.stringify(header), st.mtimeNs);
+      const mark = this.markDir(st);
+      const header: Header = {
+        v: VERSION,
+        ino: String(st.ino),
+        mtime: String(mark ?? st.mtimeNs),
+        buckets: BUCKETS,
+        marked: mark !== undefined,
+      };
+      if (mark !== undefined) this.writeInPlace(INDEX_FILE, fds.get(INDEX_FILE)!, JSON.stringify(header));
+      else this.writeHeader(fds.get(INDEX_FILE)!, JSON.stringify(header), st.mtimeNs);
       this.dirtyBuckets.clear();
       this.headerDirty = false;
     } finally {
@@ -206,7 +226,22 @@ export class ReservationIndex {
   }
 
   /**
-   * Writes the header so that its own mtime ends up later than the directory's: with a coarse
+   * Sets the directory's mtime to the mark (1 ns before `st`'s) and returns it; undefined when the
+   * file system does not keep it exactly (coarser timestamps) or refuses.
+   */
+  private markDir(st: Stat): bigint | undefined {
+    const mark = st.mtimeNs - 1n;
+    try {
+      setMtime(this.dir, mark);
+      const now = stat(this.dir);
+      return now.ino === st.ino && now.mtimeNs === mark ? mark : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Without a mark: writes the header so that its own mtime ends up later than the directory's: with a coarse
    * clock both can fall in the same tick, and a reader could not tell whether a change came after
    * us within that tick. Rewriting it once the clock has moved on (≤ one tick, under the lock) spares
    * every later reader a full reconcile.
@@ -258,7 +293,7 @@ export class ReservationIndex {
     }
     if (read.value.ino !== String(st.ino) || read.value.mtime !== String(st.mtimeNs)) {
       this.rebuild();
-    } else if (read.writtenAt <= st.mtimeNs) {
+    } else if (!read.value.marked && read.writtenAt <= st.mtimeNs) {
       this.reconcile();
     }
   }

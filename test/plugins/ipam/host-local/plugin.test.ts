@@ -221,15 +221,29 @@ describe("host-local plugin", () => {
     expect(reservations()).toEqual({ "10.10.0.3": "b\r\neth0" });
   });
 
-  test("a header written in the same clock tick as the directory changed is not trusted blindly", async () => {
+  test("the index marks the directory's mtime; a change right after (same clock tick) is still seen", async () => {
+    const stdin = conf(tmp.dir, v4());
+    await add(stdin, "a");
+    const header = JSON.parse(readFileSync(join(netDir, INDEX_FILE), "utf8"));
+    expect(header.marked).toBe(true);
+    expect(header.mtime).toBe(String(statSync(netDir, { bigint: true }).mtimeNs));
+    // Within microseconds of our write, so within the same tick of a coarse clock.
+    writeFileSync(join(netDir, "10.10.0.40"), "x\r\neth0");
+    expect(String(statSync(netDir, { bigint: true }).mtimeNs)).not.toBe(header.mtime);
+    await plugin.check!(cmdArgs(stdin, "x"));
+  });
+
+  test("without a mark, a header written in the same clock tick as the directory changed is not trusted blindly", async () => {
     const stdin = conf(tmp.dir, v4());
     await add(stdin, "a");
     // A foreign reservation, then make the index look exactly as if we had written it right before
-    // that change within one coarse tick: same recorded mtime, header no newer than the directory.
+    // that change within one coarse tick on a file system that kept no mark: same recorded mtime,
+    // header no newer than the directory.
     writeFileSync(join(netDir, "10.10.0.40"), "x\r\neth0");
     unlinkSync(join(netDir, "10.10.0.2"));
     const headerPath = join(netDir, INDEX_FILE);
     const header = JSON.parse(readFileSync(headerPath, "utf8"));
+    header.marked = false;
     header.mtime = String(statSync(netDir, { bigint: true }).mtimeNs);
     writeFileSync(headerPath, JSON.stringify(header));
     utimesSync(headerPath, new Date(2000, 0, 1), new Date(2000, 0, 1));
