@@ -10,7 +10,7 @@ import { formatResult } from "../spec/result.ts";
 import { CURRENT_VERSION } from "../spec/types.ts";
 import { validateContainerID, validateInterfaceName } from "../spec/validate.ts";
 import { checkVersionCompatible, compareVersions, isSupportedVersion, versionInfo } from "../spec/version.ts";
-import { fstat } from "../sys/fs.ts";
+import { fstat, readAll, write } from "../sys/fs.ts";
 import type { CmdArgs, Plugin } from "./types.ts";
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -47,7 +47,9 @@ const ENV_VARS: { name: string; requiredFor: readonly Verb[]; validate?: (v: str
 /** Reads all of the process's stdin; failures are code 5. */
 export async function readStdinAll(): Promise<Uint8Array> {
   try {
-    return await Bun.stdin.bytes();
+    // Synchronous read(2) until EOF: Bun.stdin goes through a helper thread and the event loop,
+    // ~0.3 ms more of a plugin's short life.
+    return readAll(0);
   } catch (err) {
     throw CniError.from(err, "error reading from stdin", ErrCode.IOFailure);
   }
@@ -154,8 +156,9 @@ async function dispatch(plugin: Plugin, verb: string, args: CmdArgs, configVersi
  */
 export async function pluginMain(plugin: Plugin, opts: PluginMainOptions = {}): Promise<number> {
   const env = opts.env ?? process.env;
-  const stdout = opts.stdout ?? ((t: string) => Bun.write(Bun.stdout, t).then(() => {}));
-  const stderr = opts.stderr ?? ((t: string) => Bun.write(Bun.stderr, t).then(() => {}));
+  // write(2) directly: the answer is small and the process exits right after.
+  const stdout = opts.stdout ?? ((t: string) => write(1, t));
+  const stderr = opts.stderr ?? ((t: string) => write(2, t));
   const verb = env["CNI_COMMAND"] ?? "";
   let errorVersion: string = CURRENT_VERSION;
   try {

@@ -32,6 +32,7 @@ function load() {
     rename: { args: [ptr, ptr], returns: i32 },
     access: { args: [ptr, i32], returns: i32 },
     utimensat: { args: [i32, ptr, ptr, i32], returns: i32 },
+    poll: { args: [ptr, u64, i32], returns: i32 },
   }).symbols;
 }
 
@@ -51,6 +52,9 @@ function errno(): number {
 }
 
 const EINTR = 4;
+const EAGAIN = 11;
+const POLLIN = 1;
+const POLLOUT = 4;
 const ENOENT = 2;
 const EEXIST = 17;
 const EINVAL = 22;
@@ -118,13 +122,27 @@ export function closeFile(fd: number): void {
   check(fn().close(fd), "close");
 }
 
+/**
+ * Waits until `fd` is readable (POLLIN) or writable (POLLOUT): a pipe handed to us may be in
+ * non-blocking mode (the parent's choice), and then read/write say EAGAIN instead of waiting.
+ */
+function waitFor(fd: number, events: number, op: string): void {
+  const pfd = new Int32Array([fd, events]); // struct pollfd: int fd; short events, revents
+  for (;;) {
+    if (fn().poll(pfd, 1, -1) >= 0) return;
+    const e = errno();
+    if (e !== EINTR) throw new SysError(op, e);
+  }
+}
+
 /** One read(2) into `buf` at the fd's offset; returns the byte count (0 at end of file). */
 function readOnce(fd: number, buf: Uint8Array, op: string): number {
   for (;;) {
     const n = fn().read(fd, buf, buf.byteLength);
     if (n >= 0) return Number(n);
     const e = errno();
-    if (e !== EINTR) throw new SysError(op, e);
+    if (e === EAGAIN) waitFor(fd, POLLIN, op);
+    else if (e !== EINTR) throw new SysError(op, e);
   }
 }
 
@@ -172,7 +190,8 @@ function writeLoop(fd: number, data: Uint8Array, position: number | undefined, o
         : fn().pwrite(fd, rest, rest.byteLength, position + off);
     if (n < 0) {
       const e = errno();
-      if (e !== EINTR) throw new SysError(op, e);
+      if (e === EAGAIN) waitFor(fd, POLLOUT, op);
+      else if (e !== EINTR) throw new SysError(op, e);
       continue;
     }
     off += Number(n);

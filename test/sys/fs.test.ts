@@ -16,6 +16,7 @@ import {
   O_APPEND,
   O_CREAT,
   O_EXCL,
+  O_NONBLOCK,
   O_RDONLY,
   O_RDWR,
   O_TRUNC,
@@ -177,6 +178,23 @@ describe("open, read, write", () => {
     fd = openFile(p, O_WRONLY | O_TRUNC);
     closeFile(fd);
     expect(nfs.readFileSync(p, "utf8")).toBe("");
+  });
+});
+
+describe("non-blocking fds", () => {
+  test("readAll waits (poll) on a non-blocking pipe instead of failing with EAGAIN", async () => {
+    const fifo = fresh();
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    const rd = openFile(fifo, O_RDONLY | O_NONBLOCK);
+    const wr = openFile(fifo, O_WRONLY);
+    try {
+      const child = Bun.spawn(["sh", "-c", "sleep 0.3; printf late"], { stdout: wr });
+      closeFile(wr);
+      expect(readAll(rd, "utf8")).toBe("late");
+      expect(await child.exited).toBe(0);
+    } finally {
+      closeFile(rd);
+    }
   });
 });
 
