@@ -16,6 +16,7 @@ import {
   attr,
   NLM_F_ACK,
   NLM_F_CREATE,
+  type NlMsg,
   parseAttrList,
   parseAttrs,
   read,
@@ -110,8 +111,20 @@ export function openNftSocket(netnsFd?: number): NetlinkSocket {
   return NetlinkSocket.open({ protocol: NETLINK_NETFILTER, netnsFd });
 }
 
-function missing(err: unknown): boolean {
-  return err instanceof SysError && err.code === "ENOENT";
+/** A dump of nf_tables objects; undefined when what it names (table, set…) does not exist. */
+function dumpUnlessMissing(
+  sock: NetlinkSocket,
+  cmd: number,
+  family: number,
+  attrs: Attr[],
+  op: string,
+): NlMsg[] | undefined {
+  try {
+    return sock.dump(msgType(cmd), nfgenmsg(family), attrs, op);
+  } catch (err) {
+    if (err instanceof SysError && err.code === "ENOENT") return undefined;
+    throw err;
+  }
 }
 
 export function nftTableExists(sock: NetlinkSocket, family: number, table: string): boolean {
@@ -162,18 +175,14 @@ export function nftListElems(
   table: string,
   set: string,
 ): NftSetElem[] | undefined {
-  let msgs: ReturnType<NetlinkSocket["dump"]>;
-  try {
-    msgs = sock.dump(
-      msgType(NFT_MSG_GETSETELEM),
-      nfgenmsg(family),
-      [attr.str(NFTA_SET_ELEM_LIST_TABLE, table), attr.str(NFTA_SET_ELEM_LIST_SET, set)],
-      `listing the elements of nft set ${table} ${set}`,
-    );
-  } catch (err) {
-    if (missing(err)) return undefined;
-    throw err;
-  }
+  const msgs = dumpUnlessMissing(
+    sock,
+    NFT_MSG_GETSETELEM,
+    family,
+    [attr.str(NFTA_SET_ELEM_LIST_TABLE, table), attr.str(NFTA_SET_ELEM_LIST_SET, set)],
+    `listing the elements of nft set ${table} ${set}`,
+  );
+  if (!msgs) return undefined;
   const out: NftSetElem[] = [];
   for (const m of msgs) {
     const list = parseAttrs(m.data.subarray(4)).get(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -245,18 +254,14 @@ function encodeElem(e: NftSetElem, withExtras: boolean): Attr {
 
 /** A chain's rules; none when the table or the chain does not exist (the dump filter just matches nothing). */
 export function nftListRules(sock: NetlinkSocket, family: number, table: string, chain: string): NftRule[] {
-  let msgs: ReturnType<NetlinkSocket["dump"]>;
-  try {
-    msgs = sock.dump(
-      msgType(NFT_MSG_GETRULE),
-      nfgenmsg(family),
+  const msgs =
+    dumpUnlessMissing(
+      sock,
+      NFT_MSG_GETRULE,
+      family,
       [attr.str(NFTA_RULE_TABLE, table), attr.str(NFTA_RULE_CHAIN, chain)],
       `listing the rules of nft chain ${table} ${chain}`,
-    );
-  } catch (err) {
-    if (missing(err)) return [];
-    throw err;
-  }
+    ) ?? [];
   const out: NftRule[] = [];
   for (const m of msgs) {
     const a = parseAttrs(m.data.subarray(4));
