@@ -233,6 +233,24 @@ describe("bandwidth plugin", () => {
     expect(kinds).not.toContain("tbf");
     expect(kinds).not.toContain("ingress");
 
+    // prevResult naming two host veths: the container's veth peer decides (as on ADD), the other
+    // veth keeps its qdiscs.
+    const other = addContainer(host, 2);
+    expect((await run(host, "ADD", other, config(other), { CNI_CONTAINERID: "ctr2" })).code).toBe(0);
+    expect((await run(host, "ADD", c, conf)).code).toBe(0);
+    const prev = conf.prevResult as { interfaces: object[] };
+    const ambiguous = {
+      ...conf,
+      prevResult: { ...prev, interfaces: [{ name: other.hostVeth }, ...prev.interfaces] },
+    };
+    expect((await run(host, "DEL", c, ambiguous)).code).toBe(0);
+    const kindsOf = (dev: string) =>
+      tc(host, "qdisc", "show", "dev", dev).map((q: { kind: string }) => q.kind);
+    expect(kindsOf(c.hostVeth)).not.toContain("tbf");
+    expect(kindsOf(c.hostVeth)).not.toContain("ingress");
+    expect(kindsOf(other.hostVeth)).toContain("tbf");
+    expect((await run(host, "DEL", other, config(other), { CNI_CONTAINERID: "ctr2" })).code).toBe(0);
+
     // A second attachment whose container netns is already gone: the ifb still goes.
     const c2 = addContainer(host, 1);
     expect((await run(host, "ADD", c2, config(c2), { CNI_CONTAINERID: "ctr1" })).code).toBe(0);
