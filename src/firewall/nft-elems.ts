@@ -8,7 +8,7 @@
  * Interval maps of concatenations carry each element as a range: key = every field's first value,
  * keyEnd = every field's last ("10.0.0.0/16" → 10.0.0.0 … 10.0.255.255).
  */
-import type { NftSetElem } from "../netlink/nftables.ts";
+import type { NftElemChange, NftSetElem } from "../netlink/nftables.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatIP, parseIP } from "../spec/ipaddr.ts";
 
@@ -69,7 +69,7 @@ function ipRange(text: string, size: number): [Uint8Array, Uint8Array] {
     const ip = parseIP(s);
     const bytes = ip && (size === 4 ? (ip.length === 4 ? ip : undefined) : ip.length === 16 ? ip : undefined);
     if (!bytes) throw bad(`${JSON.stringify(s)} is not an IPv${size === 4 ? 4 : 6} address`);
-    return Uint8Array.from(bytes);
+    return new Uint8Array(bytes);
   };
   const dash = text.indexOf("-");
   if (dash > 0) return [parse(text.slice(0, dash)), parse(text.slice(dash + 1))];
@@ -81,7 +81,7 @@ function ipRange(text: string, size: number): [Uint8Array, Uint8Array] {
   const lo = parse(text.slice(0, slash));
   const len = Number(text.slice(slash + 1));
   if (!Number.isInteger(len) || len < 0 || len > size * 8) throw bad(`bad prefix in ${text}`);
-  const hi = Uint8Array.from(lo);
+  const hi = new Uint8Array(lo);
   for (let i = 0; i < size; i++) {
     const bits = Math.min(8, Math.max(0, len - i * 8));
     const mask = (0xff << (8 - bits)) & 0xff;
@@ -136,7 +136,8 @@ function stride(types: readonly NftFieldType[], t: NftFieldType): number {
 /** Encodes "a . b . c" of these types as [first, last] byte strings. */
 function encodeFields(types: readonly NftFieldType[], text: string): [Uint8Array, Uint8Array] {
   const parts = splitParts(text, types.length);
-  const total = types.reduce((n, t) => n + stride(types, t), 0);
+  let total = 0;
+  for (const t of types) total += stride(types, t);
   const lo = new Uint8Array(total);
   const hi = new Uint8Array(total);
   let off = 0;
@@ -178,5 +179,17 @@ export function decodeElem(schema: NftMapSchema, e: NftSetElem): TextElem {
   const out: TextElem = { key: decodeFields(schema.key, e.key, e.keyEnd ?? e.key) };
   if (schema.data && e.data) out.value = decodeFields(schema.data, e.data, e.data);
   if (e.comment !== undefined) out.comment = e.comment;
+  return out;
+}
+
+/**
+ * Compare-and-delete of elements as netlink changes: "add {k : v}; delete {k}" each. The add aborts the
+ * whole batch (EEXIST) if anyone changed the element since we read it.
+ */
+export function compareAndDelete(drops: readonly { set: string; elem: NftSetElem }[]): NftElemChange[] {
+  const out: NftElemChange[] = [];
+  for (const d of drops) {
+    out.push({ kind: "add", set: d.set, elems: [d.elem] }, { kind: "delete", set: d.set, elems: [d.elem] });
+  }
   return out;
 }

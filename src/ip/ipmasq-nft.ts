@@ -33,7 +33,7 @@
  */
 
 import { nftApply, nftQuote, openNftSocketAt } from "../firewall/nft.ts";
-import { decodeElem, encodeElem, type NftMapSchema } from "../firewall/nft-elems.ts";
+import { compareAndDelete, decodeElem, encodeElem, type NftMapSchema } from "../firewall/nft-elems.ts";
 import {
   NFPROTO_INET,
   type NftElemChange,
@@ -186,10 +186,7 @@ function toNetlink(e: Elem, comment: boolean) {
 /** The plan as netlink element changes: every drop as "add {k : tag}; delete {k}", then the adds. */
 function elemChanges(p: Plan): NftElemChange[] {
   return [
-    ...p.drop.flatMap((e): NftElemChange[] => [
-      { kind: "add", set: e.map, elems: [toNetlink(e, false)] },
-      { kind: "delete", set: e.map, elems: [toNetlink(e, false)] },
-    ]),
+    ...compareAndDelete(p.drop.map((e) => ({ set: e.map, elem: toNetlink(e, false) }))),
     ...p.add.map((e): NftElemChange => ({ kind: "add", set: e.map, elems: [toNetlink(e, true)] })),
   ];
 }

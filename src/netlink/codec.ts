@@ -246,9 +246,15 @@ export function macToBytes(mac: string): Uint8Array {
   if (parts.length !== 6 || !parts.every((p) => /^[0-9a-fA-F]{2}$/.test(p))) {
     throw new Error(`invalid MAC address ${mac}`);
   }
-  return Uint8Array.from(parts.map((p) => Number.parseInt(p, 16)));
+  const out = new Uint8Array(6);
+  for (let i = 0; i < 6; i++) out[i] = Number.parseInt(parts[i]!, 16);
+  return out;
 }
 
 export function bytesToMac(b: Uint8Array): string {
-  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
+  // A plain loop: a plugin is a short-lived process, and each JS-implemented builtin it touches
+  // (spread, map…) is compiled on first use (~50–250 µs each, see docs/architecture.md).
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += (i ? ":" : "") + (b[i]! < 16 ? "0" : "") + b[i]!.toString(16);
+  return s;
 }

@@ -153,7 +153,9 @@ export class NetlinkSocket {
       seqs.push(seq);
       return encodeMessage(m.type, m.flags | NLM_F_REQUEST, seq, m.header, m.attrs);
     });
-    const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+    let size = 0;
+    for (const p of parts) size += p.byteLength;
+    const out = new Uint8Array(size);
     let off = 0;
     for (const p of parts) {
       out.set(p, off);

@@ -160,7 +160,8 @@ function listVersion(raw: JSONObject): { cniVersion: string; cniVersions?: strin
   }
   let best = cniVersion;
   if (candidates.length > 0) {
-    best = candidates.reduce((a, b) => (compareVersions(b, a) > 0 ? b : a));
+    best = candidates[0]!;
+    for (const c of candidates) if (compareVersions(c, best) > 0) best = c;
   }
   return { cniVersion: best || DEFAULT_CONF_VERSION, cniVersions };
 }

@@ -53,7 +53,7 @@
  */
 
 import { nftApply, nftQuote, openNftSocketAt } from "../../../firewall/nft.ts";
-import { decodeElem, encodeElem, type NftMapSchema } from "../../../firewall/nft-elems.ts";
+import { compareAndDelete, decodeElem, encodeElem, type NftMapSchema } from "../../../firewall/nft-elems.ts";
 import { sha512hex } from "../../../ip/hash.ts";
 import {
   NFPROTO_INET,
@@ -310,10 +310,7 @@ function elemChanges(drop: readonly Elem[], add: readonly Elem[]): NftElemChange
   const byMap = new Map<MapName, Elem[]>();
   for (const e of add) byMap.set(e.map, [...(byMap.get(e.map) ?? []), e]);
   return [
-    ...drop.flatMap((e): NftElemChange[] => [
-      { kind: "add", set: e.map, elems: [toNetlink(e, false)] },
-      { kind: "delete", set: e.map, elems: [toNetlink(e, false)] },
-    ]),
+    ...compareAndDelete(drop.map((e) => ({ set: e.map, elem: toNetlink(e, false) }))),
     ...[...byMap].map(
       ([map, elems]): NftElemChange => ({
         kind: "add",
