@@ -148,7 +148,8 @@ async function withSocket<T>(target: NftTarget, fn: (sock: NetlinkSocket) => Pro
   }
 }
 
-function readState(sock: NetlinkSocket): NftState {
+/** The maps' elements; with `withRules` also the postrouting rules (ADD, CHECK: DEL and GC need none). */
+function readState(sock: NetlinkSocket, withRules: boolean): NftState {
   const elems: Elem[] = [];
   for (const map of MAPS) {
     for (const raw of nftListElems(sock, NFPROTO_INET, NFT_MASQ_TABLE, map) ?? []) {
@@ -156,7 +157,7 @@ function readState(sock: NetlinkSocket): NftState {
       elems.push({ map, key: e.key, tag: Number(e.value), comment: e.comment ?? "" });
     }
   }
-  return { elems, rules: nftListRules(sock, NFPROTO_INET, NFT_MASQ_TABLE, "postrouting") };
+  return { elems, rules: withRules ? nftListRules(sock, NFPROTO_INET, NFT_MASQ_TABLE, "postrouting") : [] };
 }
 
 function same(a: Elem, b: Elem): boolean {
@@ -200,10 +201,15 @@ function isConflict(err: unknown): boolean {
  * Reads, plans, applies in one transaction; on a conflict rereads and replans (the compare-and-delete
  * guards make a concurrent change abort our transaction instead of being overwritten).
  */
-async function transact(target: NftTarget, what: string, plan: (state: NftState) => Plan): Promise<void> {
+async function transact(
+  target: NftTarget,
+  what: string,
+  plan: (state: NftState) => Plan,
+  withRules = false,
+): Promise<void> {
   await withSocket(target, async (sock) => {
     for (let attempt = 1; ; attempt++) {
-      const p = plan(readState(sock));
+      const p = plan(readState(sock, withRules));
       try {
         if (p.ruleset) {
           const lines = [...ensureRuleset(), ...p.drop.flatMap(deleteLines), ...p.add.map(addLine)];
@@ -236,16 +242,21 @@ export async function setupIPMasqNft(
   const id = nftOwnerID(o);
   const want = desiredElems(o, addrs);
   const wantAddrs = new Set(want.map(elemAddr));
-  await transact(target, `adding nft masquerade for ${o.containerID}`, (state) => {
-    // Drop what this attachment had before and anything else claiming our addresses (a stale owner
-    // whose address IPAM gave to us), except elements that are already exactly right.
-    const drop = state.elems.filter(
-      (e) => (ownerOf(e) === id || wantAddrs.has(elemAddr(e))) && !want.some((w) => same(w, e)),
-    );
-    const add = want.filter((w) => !state.elems.some((e) => same(w, e)));
-    const rulesetOK = state.rules.length === 2 && hasMasqRule(state, 4) && hasMasqRule(state, 6);
-    return { ruleset: !rulesetOK, drop, add };
-  });
+  await transact(
+    target,
+    `adding nft masquerade for ${o.containerID}`,
+    (state) => {
+      // Drop what this attachment had before and anything else claiming our addresses (a stale owner
+      // whose address IPAM gave to us), except elements that are already exactly right.
+      const drop = state.elems.filter(
+        (e) => (ownerOf(e) === id || wantAddrs.has(elemAddr(e))) && !want.some((w) => same(w, e)),
+      );
+      const add = want.filter((w) => !state.elems.some((e) => same(w, e)));
+      const rulesetOK = state.rules.length === 2 && hasMasqRule(state, 4) && hasMasqRule(state, 6);
+      return { ruleset: !rulesetOK, drop, add };
+    },
+    true,
+  );
 }
 
 export async function teardownIPMasqNft(o: IPMasqOwner, target: NftTarget): Promise<void> {
@@ -261,7 +272,7 @@ export async function checkIPMasqNft(
   addrs: readonly MasqAddr[],
   target: NftTarget,
 ): Promise<void> {
-  const state = await withSocket(target, async (sock) => readState(sock));
+  const state = await withSocket(target, async (sock) => readState(sock, true));
   for (const family of [4, 6] as const) {
     if (!addrs.some((a) => a.family === family)) continue;
     if (!hasMasqRule(state, family)) {

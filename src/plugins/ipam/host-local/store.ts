@@ -13,17 +13,19 @@
  */
 import {
   closeFile,
+  ftruncate,
   joinPath,
   mkdir,
   O_CREAT,
   O_EXCL,
   O_RDONLY,
   O_RDWR,
+  O_WRONLY,
   openFile,
+  pwrite,
   readFile,
   unlink,
   write,
-  writeFile,
 } from "../../../sys/fs.ts";
 import { flock, LOCK_EX, LOCK_UN } from "../../../sys/libc.ts";
 import {
@@ -92,7 +94,17 @@ export class LockedStore {
     this.index.set(name, content.trim());
     const last = joinPath(this.dir, LAST_RESERVED_PREFIX + rangeID);
     try {
-      writeFile(last, name, { mode: 0o600 });
+      // Rewritten in place, not truncated first: with same-length addresses (the common case) ext4
+      // then frees and reallocates nothing (an O_TRUNC open cost ~0.25 ms here). Same content as
+      // upstream's os.WriteFile, under the same lock.
+      const lastFd = openFile(last, O_WRONLY | O_CREAT, 0o600);
+      try {
+        const data = new TextEncoder().encode(name);
+        pwrite(lastFd, data, 0);
+        ftruncate(lastFd, data.byteLength);
+      } finally {
+        closeFile(lastFd);
+      }
     } catch (err) {
       throw ioError("writing", last, err);
     }

@@ -256,7 +256,8 @@ export interface NftState {
 
 const CHAINS = ["prerouting", "output", "postrouting"] as const;
 
-export function readState(sock: NetlinkSocket): NftState {
+/** The table's layouts and elements; with `withRules` also the rule count per chain (CHECK). */
+export function readState(sock: NetlinkSocket, withRules = false): NftState {
   const sets = nftListSets(sock, NFPROTO_INET, NFT_TABLE);
   const state: NftState = { exists: sets !== undefined, elems: [], layouts: [], rules: new Map() };
   if (!sets) return state;
@@ -268,7 +269,7 @@ export function readState(sock: NetlinkSocket): NftState {
       state.elems.push({ map, key: e.key, value: e.value ?? "", comment: e.comment ?? "" });
     }
   }
-  for (const chain of CHAINS) {
+  for (const chain of withRules ? CHAINS : []) {
     const n = nftListRules(sock, NFPROTO_INET, NFT_TABLE, chain).length;
     if (n > 0) state.rules.set(chain, n);
   }
@@ -413,7 +414,7 @@ export async function nftDel(o: Owner): Promise<void> {
 export async function nftCheck(o: Owner, conf: PortmapConf): Promise<void> {
   const want = desiredElems(o, conf);
   if (want.length === 0) return;
-  const state = await withSocket(async (sock) => readState(sock));
+  const state = await withSocket(async (sock) => readState(sock, true));
   const fail = (msg: string) =>
     new CniError(ErrCode.Internal, `checking port mappings of ${o.containerID}: ${msg}`);
   if (!state.exists) throw fail(`nft table ${T} does not exist`);
