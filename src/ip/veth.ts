@@ -110,7 +110,8 @@ function finishVeth(o: SetupVethOptions, hostName: string, created: Link | undef
   }
   step(`setting veth ${hostName} up`, () => linkSetUp(o.hostSock, hostName));
   step(`setting veth ${o.contIfName} up`, () => linkSet(o.contSock, o.contIfName, { up: true }));
-  const host = step(`looking up veth ${hostName}`, () => linkByName(o.hostSock, hostName)) ?? created;
+  // The creation's echo already names the host end (index and MAC do not change with "up").
+  const host = created ?? step(`looking up veth ${hostName}`, () => linkByName(o.hostSock, hostName));
   const cont = step(`looking up veth ${o.contIfName}`, () => linkByName(o.contSock, o.contIfName));
   if (!host || !cont) {
     throw new CniError(ErrCode.Internal, `veth ${o.contIfName} → ${hostName} vanished after creation`);
