@@ -5,10 +5,11 @@
  * through netlink instead (src/netlink/nftables.ts, a socket from openNftSocketAt), and keep nft for
  * building their tables and chains, once per host.
  */
-import { openNftSocket } from "../netlink/nftables.ts";
+import { NFPROTO_INET, type NftElemChange, nftCommitElems, openNftSocket } from "../netlink/nftables.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
+import { openNetns } from "../ns/index.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
-import { close, O_RDONLY, open } from "../sys/libc.ts";
+import { SysError } from "../sys/errno.ts";
 import { runTool, runToolOrThrow } from "./exec.ts";
 
 export interface NftOptions {
@@ -81,10 +82,80 @@ export function nftQuote(s: string): string {
 /** A NETLINK_NETFILTER socket in the current netns, or in the one at `netnsPath`. */
 export function openNftSocketAt(netnsPath?: string): NetlinkSocket {
   if (netnsPath === undefined) return openNftSocket();
-  const fd = open(netnsPath, O_RDONLY);
+  const ns = openNetns(netnsPath);
   try {
-    return openNftSocket(fd);
+    return openNftSocket(ns.fd);
   } finally {
-    close(fd);
+    ns.close();
   }
+}
+
+/** Where a backend reads and commits: a caller's open socket (left open), else the netns to open one in. */
+export interface NftTarget {
+  netnsPath?: string;
+  socket?: NetlinkSocket;
+}
+
+/** Runs fn with the target's socket, or with one opened (and closed) for this call. */
+export async function withNftSocket<T>(
+  target: NftTarget,
+  fn: (sock: NetlinkSocket) => T | Promise<T>,
+): Promise<T> {
+  if (target.socket) return fn(target.socket);
+  const sock = openNftSocketAt(target.netnsPath);
+  try {
+    return await fn(sock);
+  } finally {
+    sock.close();
+  }
+}
+
+/**
+ * Whether a batch or script failed because someone changed the table meanwhile: an element taken or
+ * changed (EEXIST: the compare-and-delete guard), or gone, or a table/set missing (ENOENT).
+ */
+export function isNftConflict(err: unknown): boolean {
+  if (err instanceof SysError) return err.code === "EEXIST" || err.code === "ENOENT";
+  return err instanceof CniError && /File exists|No such file or directory/.test(err.details);
+}
+
+/** One step of nftTransact: element changes for a netlink batch, or a whole `nft -f` script. */
+export type NftPlan = { script: readonly string[] } | { changes: readonly NftElemChange[] };
+
+export interface NftTransactOptions<S> {
+  target: NftTarget;
+  /** The inet table the element changes go to. */
+  table: string;
+  what: string;
+  /** How many read-plan-apply rounds before a conflict is an error. */
+  attempts: number;
+  read: (sock: NetlinkSocket) => S;
+  plan: (state: S) => NftPlan;
+}
+
+/**
+ * Reads, plans, applies in one transaction; on a conflict rereads and replans (the compare-and-delete
+ * guards make a concurrent change abort our transaction instead of being overwritten). Element-only
+ * plans go through netlink; a plan that (re)builds tables and chains is one `nft -f` script.
+ */
+export async function nftTransact<S>(o: NftTransactOptions<S>): Promise<void> {
+  await withNftSocket(o.target, async (sock) => {
+    for (let attempt = 1; ; attempt++) {
+      const p = o.plan(o.read(sock));
+      try {
+        if ("script" in p) {
+          if (p.script.length > 0) {
+            await nftApply(`${p.script.join("\n")}\n`, { netnsPath: o.target.netnsPath, what: o.what });
+          }
+        } else {
+          nftCommitElems(sock, NFPROTO_INET, o.table, p.changes, o.what);
+        }
+        return;
+      } catch (err) {
+        if (!isNftConflict(err) || attempt >= o.attempts) {
+          throw err instanceof CniError ? err : CniError.from(err, o.what);
+        }
+      }
+    }
+  });
 }

@@ -21,7 +21,7 @@ import {
   type SavedTable,
   splitRule,
 } from "../firewall/iptables.ts";
-import { openNftSocketAt } from "../firewall/nft.ts";
+import { type NftTarget, withNftSocket } from "../firewall/nft.ts";
 import { NFPROTO_IPV4, NFPROTO_IPV6, nftChainExists } from "../netlink/nftables.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { sha512hex } from "./hash.ts";
@@ -153,26 +153,27 @@ export async function setupIPMasqIptables(
  * table and netlink answers without starting iptables-save (~5 ms); a jump to a chain cannot outlive
  * the chain, so no chain means nothing to remove. With iptables-legacy: maybe.
  */
-function chainMayExist(family: IPFamily, chain: string, netnsPath: string | undefined): boolean {
+async function chainMayExist(family: IPFamily, chain: string, target: NftTarget): Promise<boolean> {
   if (!iptablesIsNft(family)) return true;
-  const sock = openNftSocketAt(netnsPath);
-  try {
-    return nftChainExists(sock, family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6, TABLE, chain);
-  } finally {
-    sock.close();
-  }
+  return withNftSocket(target, (sock) =>
+    nftChainExists(sock, family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6, TABLE, chain),
+  );
 }
 
-/** Removes the chain and every jump to it; `addrs` (when known) only narrows the families looked at. */
+/**
+ * Removes the chain and every jump to it; `addrs` (when known) only narrows the families looked at.
+ * `target` says where the tools run (its netnsPath) and which netfilter socket looks the chain up.
+ */
 export async function teardownIPMasqIptables(
   o: IPMasqOwner,
   addrs: readonly MasqAddr[] | undefined,
-  netnsPath: string | undefined,
+  target: NftTarget,
 ): Promise<void> {
+  const netnsPath = target.netnsPath;
   const chain = ipmasqChainName(o.network, o.containerID);
   const families = addrs && addrs.length > 0 ? familiesOf(addrs) : ([4, 6] as const);
   for (const family of families) {
-    if (!chainMayExist(family, chain, netnsPath)) continue;
+    if (!(await chainMayExist(family, chain, target))) continue;
     await transact(family, netnsPath, `deleting IPv${family} masquerade chain ${chain}`, (state) =>
       removalLines(state, chain),
     );

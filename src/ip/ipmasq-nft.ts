@@ -32,19 +32,17 @@
  * that table's postrouting chain, so sharing it would break both.
  */
 
-import { nftApply, nftQuote, openNftSocketAt } from "../firewall/nft.ts";
+import { type NftTarget, nftQuote, nftTransact, withNftSocket } from "../firewall/nft.ts";
 import { compareAndDelete, decodeElem, encodeElem, type NftMapSchema } from "../firewall/nft-elems.ts";
 import {
   NFPROTO_INET,
   type NftElemChange,
   type NftRule,
-  nftCommitElems,
   nftListElems,
   nftListRules,
 } from "../netlink/nftables.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
-import { SysError } from "../sys/errno.ts";
 import { sha512hex } from "./hash.ts";
 import type { GCAttachment, IPMasqOwner, MasqAddr } from "./ipmasq.ts";
 import { MULTICAST } from "./ipmasq.ts";
@@ -132,22 +130,6 @@ interface NftState {
   rules: NftRule[];
 }
 
-/** Where to read and commit: a caller's open socket, or one opened (and closed) for this call. */
-export interface NftTarget {
-  netnsPath?: string;
-  socket?: NetlinkSocket;
-}
-
-async function withSocket<T>(target: NftTarget, fn: (sock: NetlinkSocket) => Promise<T>): Promise<T> {
-  if (target.socket) return fn(target.socket);
-  const sock = openNftSocketAt(target.netnsPath);
-  try {
-    return await fn(sock);
-  } finally {
-    sock.close();
-  }
-}
-
 /** The maps' elements; with `withRules` also the postrouting rules (ADD, CHECK: DEL and GC need none). */
 function readState(sock: NetlinkSocket, withRules: boolean): NftState {
   const elems: Elem[] = [];
@@ -192,38 +174,25 @@ function elemChanges(p: Plan): NftElemChange[] {
   ];
 }
 
-function isConflict(err: unknown): boolean {
-  if (err instanceof SysError) return err.code === "EEXIST" || err.code === "ENOENT";
-  return err instanceof CniError && /File exists|No such file or directory/.test(err.details);
-}
-
-/**
- * Reads, plans, applies in one transaction; on a conflict rereads and replans (the compare-and-delete
- * guards make a concurrent change abort our transaction instead of being overwritten).
- */
+/** Read the maps (and with `withRules` the rules), plan, apply: see nftTransact. */
 async function transact(
   target: NftTarget,
   what: string,
   plan: (state: NftState) => Plan,
   withRules = false,
 ): Promise<void> {
-  await withSocket(target, async (sock) => {
-    for (let attempt = 1; ; attempt++) {
-      const p = plan(readState(sock, withRules));
-      try {
-        if (p.ruleset) {
-          const lines = [...ensureRuleset(), ...p.drop.flatMap(deleteLines), ...p.add.map(addLine)];
-          await nftApply(`${lines.join("\n")}\n`, { netnsPath: target.netnsPath, what });
-        } else {
-          nftCommitElems(sock, NFPROTO_INET, NFT_MASQ_TABLE, elemChanges(p), what);
-        }
-        return;
-      } catch (err) {
-        if (!isConflict(err) || attempt >= ATTEMPTS) {
-          throw err instanceof CniError ? err : CniError.from(err, what);
-        }
-      }
-    }
+  await nftTransact({
+    target,
+    table: NFT_MASQ_TABLE,
+    what,
+    attempts: ATTEMPTS,
+    read: (sock) => readState(sock, withRules),
+    plan: (state) => {
+      const p = plan(state);
+      return p.ruleset
+        ? { script: [...ensureRuleset(), ...p.drop.flatMap(deleteLines), ...p.add.map(addLine)] }
+        : { changes: elemChanges(p) };
+    },
   });
 }
 
@@ -272,7 +241,7 @@ export async function checkIPMasqNft(
   addrs: readonly MasqAddr[],
   target: NftTarget,
 ): Promise<void> {
-  const state = await withSocket(target, async (sock) => readState(sock, true));
+  const state = await withNftSocket(target, (sock) => readState(sock, true));
   for (const family of [4, 6] as const) {
     if (!addrs.some((a) => a.family === family)) continue;
     if (!hasMasqRule(state, family)) {

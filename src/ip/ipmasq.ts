@@ -9,6 +9,7 @@
  * - "nftables" (ipmasq-nft.ts): one table with a fixed ruleset and per-container map elements.
  */
 import { hasTool } from "../firewall/exec.ts";
+import type { NftTarget } from "../firewall/nft.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatIP, parseCIDR, toIPv4 } from "../spec/ipaddr.ts";
@@ -19,13 +20,7 @@ import {
   setupIPMasqIptables,
   teardownIPMasqIptables,
 } from "./ipmasq-iptables.ts";
-import {
-  checkIPMasqNft,
-  gcIPMasqNft,
-  type NftTarget,
-  setupIPMasqNft,
-  teardownIPMasqNft,
-} from "./ipmasq-nft.ts";
+import { checkIPMasqNft, gcIPMasqNft, setupIPMasqNft, teardownIPMasqNft } from "./ipmasq-nft.ts";
 
 export type { IPMasqBackend };
 
@@ -41,7 +36,8 @@ export interface IPMasqCommon extends IPMasqOwner {
   /** Run the firewall tools inside this netns (tests); normally the plugin's current (host) netns. */
   netnsPath?: string;
   /**
-   * nftables backend: an open NETLINK_NETFILTER socket (of that netns) to use and leave open. The kernel
+   * An open NETLINK_NETFILTER socket (of that netns) to use and leave open: the nftables backend
+   * commits through it, the iptables one looks its chain up with it (iptables-nft). The kernel
    * frees deleted elements after an RCU grace period and a socket's close waits for it (~15 ms): a
    * caller that closes it after other slow kernel work (DEL's veth delete) makes the waits overlap.
    */
@@ -190,7 +186,7 @@ export async function teardownIPMasq(opts: TeardownIPMasqOptions): Promise<void>
   for (const backend of backendsOf(opts.backend)) {
     try {
       if (backend === "nftables") await teardownIPMasqNft(owner(opts), nftTarget(opts));
-      else await teardownIPMasqIptables(owner(opts), addrs, opts.netnsPath);
+      else await teardownIPMasqIptables(owner(opts), addrs, nftTarget(opts));
     } catch (err) {
       errors.push(CniError.from(err, ctx));
     }

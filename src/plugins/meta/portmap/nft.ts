@@ -52,7 +52,13 @@
  * it no longer has until DEL.
  */
 
-import { nftApply, nftQuote, openNftSocketAt } from "../../../firewall/nft.ts";
+import {
+  isNftConflict,
+  type NftTarget,
+  nftQuote,
+  nftTransact,
+  withNftSocket,
+} from "../../../firewall/nft.ts";
 import { compareAndDelete, decodeElem, encodeElem, type NftMapSchema } from "../../../firewall/nft-elems.ts";
 import { sha512hex } from "../../../ip/hash.ts";
 import {
@@ -66,7 +72,6 @@ import {
 import type { NetlinkSocket } from "../../../netlink/socket.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import type { GCAttachment } from "../../../spec/types.ts";
-import { SysError } from "../../../sys/errno.ts";
 import { hostIPMatch, mappingsFor, type Owner, type PortmapConf } from "./config.ts";
 
 export const NFT_TABLE = "tscni_hostport";
@@ -255,6 +260,8 @@ export interface NftState {
 }
 
 const CHAINS = ["prerouting", "output", "postrouting"] as const;
+/** portmap's table lives in the plugin's own (host) netns. */
+const HOST: NftTarget = {};
 
 /** The table's layouts and elements; with `withRules` also the rule count per chain (CHECK). */
 export function readState(sock: NetlinkSocket, withRules = false): NftState {
@@ -276,15 +283,6 @@ export function readState(sock: NetlinkSocket, withRules = false): NftState {
   return state;
 }
 
-async function withSocket<T>(fn: (sock: NetlinkSocket) => Promise<T>): Promise<T> {
-  const sock = openNftSocketAt();
-  try {
-    return await fn(sock);
-  } finally {
-    sock.close();
-  }
-}
-
 function same(a: Elem, b: Elem): boolean {
   return a.map === b.map && a.key === b.key && a.value === b.value && a.comment === b.comment;
 }
@@ -295,11 +293,6 @@ function elemAddr(e: Elem): string {
   if (e.map.startsWith("owners")) return `${family}|${e.key}`;
   if (e.map.startsWith("masq")) return `${family}|${e.key.split(" . ")[1]}`;
   return `${family}|${e.value.split(" . ")[0]}`;
-}
-
-function isConflict(err: unknown): boolean {
-  if (err instanceof SysError) return err.code === "EEXIST" || err.code === "ENOENT";
-  return err instanceof CniError && /File exists|No such file or directory/.test(err.details);
 }
 
 function toNetlink(e: Elem, comment: boolean) {
@@ -329,34 +322,26 @@ interface Plan {
   add: Elem[];
 }
 
-/**
- * Reads, plans, applies in one transaction; on a conflict rereads and replans (the compare-and-delete
- * guards make a concurrent change abort our transaction instead of being overwritten). Element-only
- * plans go through netlink; a plan that rebuilds the structure is one `nft -f` script.
- */
+/** Read the table, plan, apply (see nftTransact); a plan with `structure` rebuilds the chains too. */
 async function transact(what: string, plan: (state: NftState) => Plan): Promise<void> {
-  await withSocket(async (sock) => {
-    for (let attempt = 1; ; attempt++) {
-      const state = readState(sock);
+  await nftTransact({
+    target: HOST,
+    table: NFT_TABLE,
+    what,
+    attempts: ATTEMPTS,
+    read: (sock) => readState(sock),
+    plan: (state) => {
       const p = plan(state);
-      try {
-        if (p.structure) {
-          const lines = [
-            ...structureLines(p.structure, state.layouts),
-            ...p.drop.flatMap(deleteLines),
-            ...addElementLines(p.add),
-          ];
-          await nftApply(`${lines.join("\n")}\n`, { what });
-        } else {
-          nftCommitElems(sock, NFPROTO_INET, NFT_TABLE, elemChanges(p.drop, p.add), what);
-        }
-        return;
-      } catch (err) {
-        if (!isConflict(err) || attempt >= ATTEMPTS) {
-          throw err instanceof CniError ? err : CniError.from(err, what);
-        }
-      }
-    }
+      return p.structure
+        ? {
+            script: [
+              ...structureLines(p.structure, state.layouts),
+              ...p.drop.flatMap(deleteLines),
+              ...addElementLines(p.add),
+            ],
+          }
+        : { changes: elemChanges(p.drop, p.add) };
+    },
   });
 }
 
@@ -370,7 +355,7 @@ export async function nftAdd(o: Owner, conf: PortmapConf): Promise<void> {
   try {
     // Fast path: only adds, the layout element first (missing set → ENOENT when the chains are not
     // built for this configuration).
-    await withSocket(async (sock) =>
+    await withNftSocket(HOST, (sock) =>
       nftCommitElems(
         sock,
         NFPROTO_INET,
@@ -384,7 +369,7 @@ export async function nftAdd(o: Owner, conf: PortmapConf): Promise<void> {
     );
     return;
   } catch (err) {
-    if (!isConflict(err)) throw CniError.from(err, what);
+    if (!isNftConflict(err)) throw CniError.from(err, what);
   }
   const id = ownerID(o);
   const wantKeys = new Set(want.map((w) => `${w.map}|${w.key}`));
@@ -414,7 +399,7 @@ export async function nftDel(o: Owner): Promise<void> {
 export async function nftCheck(o: Owner, conf: PortmapConf): Promise<void> {
   const want = desiredElems(o, conf);
   if (want.length === 0) return;
-  const state = await withSocket(async (sock) => readState(sock, true));
+  const state = await withNftSocket(HOST, (sock) => readState(sock, true));
   const fail = (msg: string) =>
     new CniError(ErrCode.Internal, `checking port mappings of ${o.containerID}: ${msg}`);
   if (!state.exists) throw fail(`nft table ${T} does not exist`);
