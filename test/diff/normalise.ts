@@ -92,14 +92,8 @@ export function makeNormaliser(ctx: NormaliseContext): Normaliser {
 
 // ---------------------------------------------------------------------------------------------------
 
-export interface NSide {
-  links: unknown[];
-  addrs: unknown[];
-  routes: unknown[];
-  rules: unknown[];
-  qdiscs: unknown[];
-  sysctls: Record<string, string>;
-}
+/** A side after normalising: the same shape as the state read from the kernel. */
+export type NSide = SideState;
 
 export interface NFirewall {
   /** iptables-save per family: rules and user chains, by table ("nat" → lines in order). */
