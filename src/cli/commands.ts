@@ -24,6 +24,7 @@ import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatResult, parseCniArgs } from "../spec/index.ts";
 import { CNI_VERSIONS, type NetConfList } from "../spec/types.ts";
 import { BUILTIN_BIN_DIR, builtinNetwork } from "./builtin.ts";
+import { cliExec } from "./exec.ts";
 import { installablePlugins } from "./registry.ts";
 
 const USAGE = `usage: tscni <command> [args]
@@ -137,7 +138,7 @@ async function attach(verb: "add" | "check" | "del", argv: string[]): Promise<vo
   need(rest, 2, `tscni ${verb} needs <net> <netns>`);
   const e = env();
   const list = await loadNetwork(e, rest[0]!);
-  const cni = new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir });
+  const cni = new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir, exec: cliExec() });
   const rt = runtimeConf(rest[1]!, ifName);
   if (verb === "add") {
     const result = await cni.addNetworkList(list, rt);
@@ -153,7 +154,7 @@ async function gcOrStatus(verb: "gc" | "status", argv: string[]): Promise<void> 
   need(argv, 1, `tscni ${verb} needs <net>`);
   const e = env();
   const list = await loadNetwork(e, argv[0]!);
-  const cni = new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir });
+  const cni = new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir, exec: cliExec() });
   if (verb === "gc") await cni.gcNetworkList(list, { validAttachments: [] });
   else await cni.getStatusNetworkList(list);
 }
@@ -162,7 +163,11 @@ async function validate(argv: string[]): Promise<void> {
   need(argv, 1, "tscni validate needs <net>");
   const e = env();
   const list = await loadNetwork(e, argv[0]!);
-  const caps = await new CNIConfig({ path: e.cniPath, cacheDir: e.cacheDir }).validateNetworkList(list);
+  const caps = await new CNIConfig({
+    path: e.cniPath,
+    cacheDir: e.cacheDir,
+    exec: cliExec(),
+  }).validateNetworkList(list);
   process.stdout.write(
     `network "${list.name}" (cniVersion ${list.cniVersion}): ${list.plugins.length} plugin(s) ok` +
       (caps.length ? `; capabilities: ${caps.join(", ")}` : "") +

@@ -23,6 +23,7 @@ import {
   DEMO_NETWORK,
 } from "./builtin.ts";
 import { cnitoolContainerID, ensureBuiltinBin, UsageError } from "./commands.ts";
+import { cliExec } from "./exec.ts";
 
 interface DemoOptions {
   keep: boolean;
@@ -112,7 +113,7 @@ function ping(netnsPath: string, address: string): boolean {
 export async function runDemo(argv: string[]): Promise<number> {
   const opts = parseArgs(argv);
   const cniPath = process.env.CNI_PATH ? process.env.CNI_PATH.split(":") : [ensureBuiltinBin()];
-  const cni = new CNIConfig({ path: cniPath, cacheDir: opts.stateDir });
+  const cni = new CNIConfig({ path: cniPath, cacheDir: opts.stateDir, exec: cliExec() });
   const lo = builtinNetwork(DEMO_LOOPBACK, opts.stateDir)!;
   const net = builtinNetwork(DEMO_NETWORK, opts.stateDir)!;
   const name = `tscni-demo-${process.pid}`;

@@ -59,7 +59,8 @@ export interface ExecPluginOptions {
   onStderr?: (text: string) => void;
 }
 
-interface RunOutcome {
+/** How a plugin ended: exit status or signal, and what it printed. */
+export interface RunOutcome {
   status: number | null;
   signal: NodeJS.Signals | null;
   stdout: Uint8Array;
@@ -98,7 +99,7 @@ export async function execPlugin(opts: ExecPluginOptions): Promise<Uint8Array> {
     return outcome.stdout;
   }
   if (signal?.aborted) throw abortError(opts.pluginPath, signal);
-  throw pluginError(opts.pluginPath, outcome);
+  throw failedPluginError(opts.pluginPath, outcome);
 }
 
 function runOnce(
@@ -134,7 +135,7 @@ function runOnce(
 }
 
 /** The error a failed plugin reported on stdout, else a 999 quoting stderr (upstream RawExec.pluginErr). */
-function pluginError(pluginPath: string, o: RunOutcome): CniError {
+export function failedPluginError(pluginPath: string, o: RunOutcome): CniError {
   const stdout = decode(o.stdout).trim();
   const stderr = decode(o.stderr).trim();
   const how = o.signal ? `killed by ${o.signal}` : `exit status ${o.status}`;
@@ -174,7 +175,8 @@ function spawnError(pluginPath: string, err: unknown, signal: AbortSignal | unde
   return new CniError(code, `executing plugin ${pluginPath}: ${e.code ?? e.message}`);
 }
 
-function abortError(pluginPath: string, signal: AbortSignal): CniError {
+/** The error of a plugin call that was cancelled or timed out. */
+export function abortError(pluginPath: string, signal: AbortSignal): CniError {
   const reason = signal.reason as { name?: string } | undefined;
   const why = reason?.name === "TimeoutError" ? "timed out" : "was cancelled";
   return new CniError(ErrCode.Internal, `plugin ${pluginPath} ${why} and was killed`);

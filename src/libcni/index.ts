@@ -25,4 +25,10 @@ export {
   NotFoundError,
 } from "./conf.ts";
 export { defaultExec, type Exec, type ExecPluginOptions, execPlugin, findInPath } from "./exec.ts";
+export {
+  type InProcessExecOptions,
+  inProcessExec,
+  type PluginResolver,
+  type PluginRunner,
+} from "./inprocess.ts";
 export { type CniCommand, cniEnv, type InvokeArgs, type PluginInfo } from "./invoke.ts";
