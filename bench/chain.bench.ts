@@ -14,10 +14,13 @@
  * host-local: a process for upstream, in-process for ours). A last table measures the process start-up
  * floor (VERSION) of each executable. Goal in the issue: ours ≤ 0.5× upstream.
  */
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
-import { CNIConfig, defaultExec, type Exec, type RuntimeConf } from "../src/libcni/index.ts";
+import { loadPlugin } from "../src/cli/registry.ts";
+import { CNIConfig, defaultExec, type Exec, inProcessExec, type RuntimeConf } from "../src/libcni/index.ts";
+import { setInProcessResolver } from "../src/skel/inprocess.ts";
+import { pluginMain } from "../src/skel/skel.ts";
 import { confListFromObject } from "../src/spec/conf.ts";
 import type { NetConfList } from "../src/spec/types.ts";
 import { buildTscni } from "../test/helpers/build.ts";
@@ -59,6 +62,8 @@ interface SideSpec {
   bridge: string;
   subnet: string;
   iptables: boolean;
+  /** How libcni runs the plugins (default: exec each, like any runtime). */
+  exec?: Exec;
 }
 
 function conflist(s: SideSpec, stateDir: string): NetConfList {
@@ -96,21 +101,23 @@ function conflist(s: SideSpec, stateDir: string): NetConfList {
 type PluginTimes = Map<string, Map<string, number[]>>;
 let recording: PluginTimes | undefined;
 
-const timingExec: Exec = {
-  findInPath: defaultExec.findInPath,
-  async execPlugin(path, stdin, env, signal) {
-    const t0 = performance.now();
-    const out = await defaultExec.execPlugin(path, stdin, env, signal);
-    const dt = performance.now() - t0;
-    if (recording) {
-      const byCmd = recording.get(basename(path)) ?? new Map<string, number[]>();
-      recording.set(basename(path), byCmd);
-      const cmd = env.CNI_COMMAND ?? "?";
-      byCmd.set(cmd, [...(byCmd.get(cmd) ?? []), dt]);
-    }
-    return out;
-  },
-};
+function timed(inner: Exec): Exec {
+  return {
+    findInPath: inner.findInPath,
+    async execPlugin(path, stdin, env, signal) {
+      const t0 = performance.now();
+      const out = await inner.execPlugin(path, stdin, env, signal);
+      const dt = performance.now() - t0;
+      if (recording) {
+        const byCmd = recording.get(basename(path)) ?? new Map<string, number[]>();
+        recording.set(basename(path), byCmd);
+        const cmd = env.CNI_COMMAND ?? "?";
+        byCmd.set(cmd, [...(byCmd.get(cmd) ?? []), dt]);
+      }
+      return out;
+    },
+  };
+}
 
 function summarize(name: string, samples: number[]): Stats {
   const s = [...samples].sort((a, b) => a - b);
@@ -135,7 +142,11 @@ function makeSide(spec: SideSpec, root: string, host: string): SideRun {
   const stateDir = join(root, spec.name.replace(/\W+/g, "-"));
   mkdirSync(stateDir, { recursive: true });
   const list = conflist(spec, stateDir);
-  const cni = new CNIConfig({ path: [spec.cniPath], cacheDir: join(stateDir, "cache"), exec: timingExec });
+  const cni = new CNIConfig({
+    path: [spec.cniPath],
+    cacheDir: join(stateDir, "cache"),
+    exec: timed(spec.exec ?? defaultExec),
+  });
   const plugins: PluginTimes = new Map();
   const add: number[] = [];
   const del: number[] = [];
@@ -180,6 +191,72 @@ function makeSide(spec: SideSpec, root: string, host: string): SideRun {
     },
   };
   return { side, spec, plugins, add, del };
+}
+
+/**
+ * The chain through our CLI, as a user of cnitool would run it: `tscni add` then `tscni del`, two
+ * processes, each running the whole chain in-process (src/cli/exec.ts).
+ */
+function cliSide(spec: SideSpec, exe: string, root: string, host: string): SideRun {
+  const stateDir = join(root, spec.name.replace(/\W+/g, "-"));
+  const confDir = join(stateDir, "net.d");
+  mkdirSync(confDir, { recursive: true });
+  const list = conflist(spec, stateDir);
+  writeFileSync(join(confDir, "10-chain.conflist"), JSON.stringify(list.raw));
+  const env = {
+    ...process.env,
+    NETCONFPATH: confDir,
+    CNI_PATH: spec.cniPath,
+    CNI_CACHE_DIR: join(stateDir, "cache"),
+    CAP_ARGS: JSON.stringify(CAP_ARGS),
+    CNI_ARGS: CNI_ARGS.map(([k, v]) => `${k}=${v}`).join(";"),
+  };
+  const add: number[] = [];
+  const del: number[] = [];
+  let rounds = 0;
+  let netns = "";
+  const run = async (verb: string): Promise<string> => {
+    const p = Bun.spawn([exe, verb, list.name, `/var/run/netns/${netns}`], {
+      env,
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const [out, err, code] = await Promise.all([
+      new Response(p.stdout).text(),
+      new Response(p.stderr).text(),
+      p.exited,
+    ]);
+    if (code !== 0) throw new Error(`tscni ${verb} failed (${code}): ${out}${err}`);
+    return out;
+  };
+  const side: Side = {
+    name: spec.name,
+    before: () => {
+      netns = `${host}-c${++seq}`;
+      sh(["ip", "netns", "add", netns]);
+      containers.add(netns);
+    },
+    run: async () => {
+      const timed = ++rounds > WARMUP;
+      const t0 = performance.now();
+      const result = await run("add");
+      const t1 = performance.now();
+      await run("del");
+      const t2 = performance.now();
+      if (!result.includes(spec.subnet.split(".").slice(0, 2).join("."))) {
+        throw new Error(`${spec.name}: ADD gave no address in ${spec.subnet}: ${result}`);
+      }
+      if (timed) {
+        add.push(t1 - t0);
+        del.push(t2 - t1);
+      }
+    },
+    after: () => {
+      sh(["ip", "netns", "del", netns]);
+      containers.delete(netns);
+    },
+  };
+  return { side, spec, plugins: new Map(), add, del };
 }
 
 /** Process start-up floor: one VERSION call of a plugin executable, through the same libcni exec. */
@@ -278,8 +355,31 @@ async function main(host: string): Promise<void> {
         subnet: "10.251.0.0/16",
         iptables: true,
       },
+      {
+        name: "tscni in-process (libcni)",
+        cniPath: ourBin,
+        bridge: "cnitsin0",
+        subnet: "10.253.0.0/16",
+        iptables: false,
+        exec: inProcessExec({ resolve: loadPlugin, pluginMain, self: built }),
+      },
       { name: "upstream", cniPath: UPSTREAM_DIR, bridge: "cnigo0", subnet: "10.252.0.0/16", iptables: false },
     ].map((s) => makeSide(s, root, host));
+    // The bridge's host-local takes the same in-process path as the chain's plugins.
+    setInProcessResolver(loadPlugin, built);
+    const cli = cliSide(
+      {
+        name: "tscni CLI (add + del)",
+        cniPath: ourBin,
+        bridge: "cnitscli0",
+        subnet: "10.254.0.0/16",
+        iptables: false,
+      },
+      built,
+      root,
+      host,
+    );
+    sides.splice(3, 0, cli);
     const cycle = await interleaved(
       sides.map((s) => s.side),
       ITERATIONS,
@@ -290,7 +390,7 @@ async function main(host: string): Promise<void> {
       ITERATIONS,
       WARMUP,
     );
-    const [nft, ipt, up] = sides as [SideRun, SideRun, SideRun];
+    const [nft, ipt, inproc, cliRun, up] = sides as [SideRun, SideRun, SideRun, SideRun, SideRun];
     const cycleOf = (s: SideRun) => cycle.find((c) => c.name === s.spec.name)!;
     // Three decimals, and the goal judged on the unrounded ratio (0.504 is not ≤ 0.5).
     const exact = (s: SideRun) => cycleOf(s).medianMs / cycleOf(up).medianMs;
@@ -312,6 +412,11 @@ async function main(host: string): Promise<void> {
       "",
       `Goal ours ≤ 0.5× upstream: tscni (nftables) ${ratio(nft)}×, tscni (iptables) ${ratio(ipt)}× — ` +
         (exact(nft) <= 0.5 ? "met." : "not met."),
+      "",
+      `In-process dispatch (src/libcni/inprocess.ts): the whole chain in the runtime's process, ` +
+        `${ratio(inproc)}× upstream through libcni, ${ratio(cliRun)}× through our CLI (two processes, ` +
+        `\`tscni add\` + \`tscni del\`, against upstream's plugins exec'd by libcni). Goal for the CLI ≤ 0.35×: ` +
+        (exact(cliRun) <= 0.35 ? "met." : "not met."),
       "",
       "### ADD and DEL separately (from the same cycles)",
       "",

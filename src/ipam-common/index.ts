@@ -6,7 +6,7 @@
  * in-process with identical input and output — same stdin bytes, same CmdArgs, and the result goes
  * through the same version conversion the exec path's JSON would.
  */
-import { inProcessResolver } from "../skel/inprocess.ts";
+import { inProcessResolver, inProcessSelf } from "../skel/inprocess.ts";
 import type { CmdArgs, Plugin } from "../skel/types.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { parseJSONObject } from "../spec/json.ts";
@@ -18,7 +18,7 @@ type Verb = "ADD" | "DEL" | "CHECK" | "GC" | "STATUS";
 
 function selfPath(): string | undefined {
   try {
-    return realpath(process.execPath);
+    return realpath(inProcessSelf());
   } catch {
     return undefined;
   }
