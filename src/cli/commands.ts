@@ -2,7 +2,6 @@
  * The tscni CLI: cnitool's verbs and environment (NETCONFPATH, CNI_PATH, CAP_ARGS, CNI_ARGS,
  * CNI_IFNAME) plus validate, version, ls and install.
  */
-import { createHash } from "node:crypto";
 import {
   existsSync,
   lstatSync,
@@ -13,6 +12,7 @@ import {
   symlinkSync,
 } from "node:fs";
 import { join, resolve } from "node:path";
+import { sha512hex } from "../ip/hash.ts";
 import {
   CNIConfig,
   DEFAULT_CACHE_DIR,
@@ -88,7 +88,7 @@ function isBunRuntime(exe: string): boolean {
 
 /** cnitool's container id: "cnitool-" + the first 20 hex digits of sha512(absolute netns path). */
 export function cnitoolContainerID(netnsPath: string): string {
-  return `cnitool-${createHash("sha512").update(netnsPath).digest("hex").slice(0, 20)}`;
+  return `cnitool-${sha512hex(netnsPath).slice(0, 20)}`;
 }
 
 export function resolveNetnsArg(arg: string): string {
