@@ -22,7 +22,7 @@ import {
   DEMO_LOOPBACK,
   DEMO_NETWORK,
 } from "./builtin.ts";
-import { cnitoolContainerID, ensureBuiltinBin, UsageError } from "./commands.ts";
+import { cnitoolContainerID, ensureBuiltinBin, UsageError } from "./shared.ts";
 
 interface DemoOptions {
   keep: boolean;

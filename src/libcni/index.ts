@@ -26,3 +26,4 @@ export {
 } from "./conf.ts";
 export { defaultExec, type Exec, type ExecPluginOptions, execPlugin, findInPath } from "./exec.ts";
 export { type CniCommand, cniEnv, type InvokeArgs, type PluginInfo } from "./invoke.ts";
+export { PodNetwork, type PodNetworkOptions, type PodRef, type PodStatus, podArgs } from "./pod.ts";
