@@ -2,17 +2,7 @@
  * The tscni CLI: cnitool's verbs and environment (NETCONFPATH, CNI_PATH, CAP_ARGS, CNI_ARGS,
  * CNI_IFNAME) plus validate, version, ls and install.
  */
-import {
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  readlinkSync,
-  realpathSync,
-  renameSync,
-  symlinkSync,
-} from "node:fs";
-import { join, resolve } from "node:path";
-import { sha512hex } from "../ip/hash.ts";
+import { realpathSync } from "node:fs";
 import {
   CNIConfig,
   DEFAULT_CACHE_DIR,
@@ -23,9 +13,19 @@ import {
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatResult, parseCniArgs } from "../spec/index.ts";
 import { CNI_VERSIONS, type NetConfList } from "../spec/types.ts";
-import { BUILTIN_BIN_DIR, builtinNetwork } from "./builtin.ts";
+import { builtinNetwork } from "./builtin.ts";
 import { cliExec } from "./exec.ts";
 import { installablePlugins } from "./registry.ts";
+import {
+  cnitoolContainerID,
+  ensureBuiltinBin,
+  install,
+  isBunRuntime,
+  resolveNetnsArg,
+  UsageError,
+} from "./shared.ts";
+
+export { cnitoolContainerID, install, resolveNetnsArg, UsageError };
 
 const USAGE = `usage: tscni <command> [args]
 
@@ -34,6 +34,8 @@ const USAGE = `usage: tscni <command> [args]
   status <net>                              STATUS of every plugin of a network
   validate <net>                            check the plugins of a network exist and speak its version
   ls                                        cached attachments
+  pod up|down|status <ns>/<name> <netns> [--id ID] [--uid UID]
+                                            kubelet's pod flow: loopback, then the default network
   version                                   tscni's version and the CNI versions it speaks
   install <dir>                             link every plugin name to this executable in <dir>
   demo [--keep]                             a netns on a built-in default network, pinged, torn down
@@ -71,30 +73,6 @@ async function loadNetwork(e: Env, name: string): Promise<NetConfList> {
   }
 }
 
-/** Links named after every plugin in BUILTIN_BIN_DIR → this executable (the built-in networks' CNI_PATH). */
-export function ensureBuiltinBin(): string {
-  if (isBunRuntime(process.execPath)) {
-    throw new UsageError(
-      "the built-in networks need the compiled executable: run `npm run build` and use dist/tscni",
-    );
-  }
-  install(BUILTIN_BIN_DIR, process.execPath);
-  return BUILTIN_BIN_DIR;
-}
-
-function isBunRuntime(exe: string): boolean {
-  return /\/bun(-\w+)?$/.test(exe);
-}
-
-/** cnitool's container id: "cnitool-" + the first 20 hex digits of sha512(absolute netns path). */
-export function cnitoolContainerID(netnsPath: string): string {
-  return `cnitool-${sha512hex(netnsPath).slice(0, 20)}`;
-}
-
-export function resolveNetnsArg(arg: string): string {
-  return arg.includes("/") ? resolve(arg) : `/var/run/netns/${arg}`;
-}
-
 function runtimeConf(netnsArg: string, ifName: string | undefined): RuntimeConf {
   const netNS = resolveNetnsArg(netnsArg);
   let capabilityArgs: Record<string, unknown> = {};
@@ -130,8 +108,6 @@ function takeIfname(args: string[]): { rest: string[]; ifName?: string } {
 function need(args: string[], n: number, what: string): void {
   if (args.length < n) throw new UsageError(`${what}\n\n${USAGE}`);
 }
-
-export class UsageError extends Error {}
 
 async function attach(verb: "add" | "check" | "del", argv: string[]): Promise<void> {
   const { rest, ifName } = takeIfname(argv);
@@ -207,22 +183,6 @@ export function printTable(head: string[], rows: string[][]): void {
   process.stdout.write(`${[line(head), ...rows.map(line)].join("\n")}\n`);
 }
 
-/** Links every installable plugin name in `dir` to this executable; idempotent. */
-export function install(dir: string, executable: string): string[] {
-  const target = realpathSync(executable);
-  mkdirSync(dir, { recursive: true });
-  const changed: string[] = [];
-  for (const name of installablePlugins()) {
-    const link = join(dir, name);
-    if (existsSync(link) && lstatSync(link).isSymbolicLink() && readlinkSync(link) === target) continue;
-    const tmp = join(dir, `.${name}.tscni-${process.pid}`);
-    symlinkSync(target, tmp);
-    renameSync(tmp, link); // atomic replace: a runtime exec'ing the plugin never sees it missing
-    changed.push(name);
-  }
-  return changed;
-}
-
 function installCmd(argv: string[]): void {
   need(argv, 1, "tscni install needs <dir>");
   const exe = process.execPath;
@@ -258,6 +218,11 @@ export async function runCli(argv: string[]): Promise<number> {
       case "ls":
         await ls();
         return 0;
+      case "pod": {
+        const { podCmd } = await import("./pod.ts");
+        await podCmd(rest, env());
+        return 0;
+      }
       case "version":
       case "--version":
         process.stdout.write(

@@ -22,8 +22,8 @@ import {
   DEMO_LOOPBACK,
   DEMO_NETWORK,
 } from "./builtin.ts";
-import { cnitoolContainerID, ensureBuiltinBin, UsageError } from "./commands.ts";
 import { cliExec } from "./exec.ts";
+import { cnitoolContainerID, ensureBuiltinBin, UsageError } from "./shared.ts";
 
 interface DemoOptions {
   keep: boolean;

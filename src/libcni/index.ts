@@ -32,3 +32,4 @@ export {
   type PluginRunner,
 } from "./inprocess.ts";
 export { type CniCommand, cniEnv, type InvokeArgs, type PluginInfo } from "./invoke.ts";
+export { PodNetwork, type PodNetworkOptions, type PodRef, type PodStatus, podArgs } from "./pod.ts";

@@ -90,13 +90,13 @@ describe("ipam delegation", () => {
       const conf = ptpConf("ipamc", "10.77.1.0/24", dataDir);
       const add = run(bin, "ADD", cont, conf, `c-${tag}`);
       expect(add.code).toBe(0);
-      if (tag === "fast") expect(add.stderr).toContain("ipam: ADD host-local in-process");
+      if (tag === "fast") expect(add.stderr).toContain("delegate: ADD host-local in-process");
       else expect(add.stderr).not.toContain("in-process");
       expect(readdirSync(join(dataDir, "ipamc"))).toContain("10.77.1.2");
       results.push(shape(add.json));
       const del = run(bin, "DEL", cont, conf, `c-${tag}`);
       expect(del.code).toBe(0);
-      if (tag === "fast") expect(del.stderr).toContain("ipam: DEL host-local in-process");
+      if (tag === "fast") expect(del.stderr).toContain("delegate: DEL host-local in-process");
       expect(readdirSync(join(dataDir, "ipamc"))).not.toContain("10.77.1.2");
       cont.cleanup();
     }
