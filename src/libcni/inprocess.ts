@@ -15,15 +15,22 @@
  */
 import { stat } from "node:fs/promises";
 import { basename } from "node:path";
-import type { PluginMainOptions } from "../skel/skel.ts";
 import type { Plugin } from "../skel/types.ts";
 import { abortError, defaultExec, type Exec, failedPluginError } from "./exec.ts";
 
 /** The plugin this executable would be when run under `name`, or undefined (it would not be a plugin). */
 export type PluginResolver = (name: string) => Promise<Plugin | undefined>;
 
+/** What a PluginRunner is given: skel's PluginMainOptions, restated so libcni never loads skel (Bun only). */
+export interface RunnerIO {
+  env: Readonly<Record<string, string | undefined>>;
+  stdin: Uint8Array;
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
 /** skel's pluginMain: one CNI invocation of `plugin`, its exit status. */
-export type PluginRunner = (plugin: Plugin, opts: PluginMainOptions) => Promise<number>;
+export type PluginRunner = (plugin: Plugin, opts: RunnerIO) => Promise<number>;
 
 export interface InProcessExecOptions {
   /** The plugins of the multicall executable, by the name it is run as (the CLI's registry). */
