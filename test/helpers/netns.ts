@@ -17,6 +17,8 @@
  *                                also runs after the last test file, see teardown.ts)
  *   skipUnlessKind(kind)         undefined when the kernel can make links of `kind`, else the reason
  *   skipUnlessBridgeVlan()       the same for bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)
+ *   requiresKernel(...kinds)     a test needing link kinds: skips here with the reason when the kernel lacks
+ *                                them, and is tagged `[kernel …]` so the VM lane (scripts/vm test) runs it
  *   skipLabel(name, reason)      the test name with " (skipped: reason)" appended when skipping:
  *       const why = skipUnlessKind("ipvlan");
  *       test.skipIf(!!why)(skipLabel("creates an ipvlan", why), () => { ... });
@@ -178,6 +180,29 @@ export function skipUnlessBridgeVlan(): string | undefined {
     }
   }
   return bridgeVlanReason;
+}
+
+/** A test's need for kernel link kinds: why it must skip here (undefined when it can run) and its name. */
+export interface KernelNeed {
+  why: string | undefined;
+  /** `name` tagged `[kernel a,b]` (the VM lane selects tests by that tag), plus the skip reason. */
+  name(name: string): string;
+}
+
+/**
+ * Declares that a test needs the kernel to make links of `kinds`. Where it can (an ordinary host with
+ * modules, or the VM lane's guest) the test runs; on a host without them it skips with the reason, and
+ * `scripts/vm test` runs it in a guest with a stock kernel (selected by the `[kernel …]` tag). Use:
+ *     const k = requiresKernel("ipvlan");
+ *     test.skipIf(!!k.why)(k.name("ipvlan l2 on a veth"), () => { ... });
+ */
+export function requiresKernel(...kinds: LinkKind[]): KernelNeed {
+  const missing = kinds.map((k) => skipUnlessKind(k)).filter((r): r is string => !!r);
+  const inVm = process.env.TSCNI_LANE === "vm";
+  const why = missing.length
+    ? `${missing.join("; ")}${inVm ? " (even in the VM lane's kernel)" : "; runs in the VM lane (scripts/vm test)"}`
+    : undefined;
+  return { why, name: (name) => skipLabel(`[kernel ${kinds.join(",")}] ${name}`, why) };
 }
 
 /** `name`, plus the skip reason when there is one, so a skip is visible in the test report. */

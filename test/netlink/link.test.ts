@@ -4,7 +4,6 @@ import {
   linkByIndex,
   linkByName,
   linkDel,
-  linkKindSupported,
   linkList,
   linkSet,
   linkSetAlias,
@@ -29,14 +28,7 @@ import {
 } from "../../src/netlink/link-bridge.ts";
 import type { Link } from "../../src/netlink/link-info.ts";
 import { SysError } from "../../src/sys/errno.ts";
-import {
-  cleanupAll,
-  makeNetns,
-  skipLabel,
-  skipUnlessBridgeVlan,
-  skipUnlessKind,
-  type TempNetns,
-} from "../helpers/netns.ts";
+import { cleanupAll, makeNetns, skipLabel, skipUnlessBridgeVlan, type TempNetns } from "../helpers/netns.ts";
 
 afterEach(() => cleanupAll());
 
@@ -356,56 +348,6 @@ describe("tuntap, ifb, vxlan", () => {
     });
     expect(ipLink(n, "vx6").linkinfo.info_data.group6).toBe("ff05::100");
     expect(g?.info).toMatchObject({ group: "ff05::100" });
-  });
-});
-
-describe("kinds this kernel may lack", () => {
-  const cases = {
-    ipvlan: (n: TempNetns, parent: number) =>
-      linkAdd(n.sock, { kind: "ipvlan", name: "ipv0", parentIndex: parent, mode: "l2", flags: "private" }),
-    vlan: (n: TempNetns, parent: number) =>
-      linkAdd(n.sock, { kind: "vlan", name: "vl0", parentIndex: parent, vlanId: 42 }),
-    dummy: (n: TempNetns) => linkAdd(n.sock, { kind: "dummy", name: "dm0" }),
-    vrf: (n: TempNetns) => linkAdd(n.sock, { kind: "vrf", name: "vrf0", table: 100 }),
-  };
-  for (const [kind, create] of Object.entries(cases) as [
-    keyof typeof cases,
-    (n: TempNetns, p: number) => Link | undefined,
-  ][]) {
-    const why = skipUnlessKind(kind);
-    test.skipIf(!!why)(skipLabel(`${kind}: create, check, delete`, why), () => {
-      const n = makeNetns();
-      const parent = veth(n, "up0");
-      const l = create(n, parent.index);
-      const ip = ipLink(n, l?.name ?? "");
-      expect(ip.linkinfo.info_kind).toBe(kind);
-      if (kind === "ipvlan") expect(ip.linkinfo.info_data.mode).toBe("l2");
-      if (kind === "vlan") expect(ip.linkinfo.info_data.id).toBe(42);
-      if (kind === "vrf") expect(ip.linkinfo.info_data.table).toBe(100);
-      expect(l?.kind).toBe(kind);
-      linkDel(n.sock, l?.index ?? 0);
-      expect(ipHas(n, l?.name ?? "")).toBe(false);
-    });
-    test.skipIf(!why)(
-      skipLabel(`${kind}: creating fails with EOPNOTSUPP`, why ? undefined : `kernel has ${kind}`),
-      () => {
-        const n = makeNetns();
-        const parent = veth(n, "up0");
-        const err = catchSys(() => create(n, parent.index));
-        expect(err.code).toBe("EOPNOTSUPP");
-        expect(err.message).toStartWith(`adding ${kind} `);
-        expect(why).toContain("kernel lacks link kind");
-      },
-    );
-  }
-
-  test("linkKindSupported leaves nothing behind", () => {
-    const n = makeNetns();
-    const before = linkList(n.sock).map((l) => l.name);
-    for (const kind of ["veth", "bridge", "macvlan", "tuntap", "ipvlan"] as const)
-      linkKindSupported(n.sock, kind);
-    expect(linkKindSupported(n.sock, "veth")).toEqual({ supported: true });
-    expect(linkList(n.sock).map((l) => l.name)).toEqual(before);
   });
 });
 
