@@ -9,6 +9,7 @@ type Loader = () => Promise<Plugin>;
 /** Installed by `tscni install` (name → loader). */
 export const PLUGINS: Record<string, Loader> = {
   bridge: async () => (await import("../plugins/main/bridge/index.ts")).plugin,
+  dummy: async () => (await import("../plugins/main/dummy/index.ts")).plugin,
   loopback: async () => (await import("../plugins/main/loopback/index.ts")).plugin,
   ptp: async () => (await import("../plugins/main/ptp/index.ts")).plugin,
   portmap: async () => (await import("../plugins/meta/portmap/index.ts")).plugin,
