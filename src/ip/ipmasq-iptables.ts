@@ -22,18 +22,17 @@ import {
   splitRule,
 } from "../firewall/iptables.ts";
 import { type NftTarget, withNftSocket } from "../firewall/nft.ts";
+import { iptablesChainName } from "../firewall/owner.ts";
 import { NFPROTO_IPV4, NFPROTO_IPV6, nftChainExists } from "../netlink/nftables.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
-import { sha512hex } from "./hash.ts";
-import type { GCAttachment, IPMasqOwner, MasqAddr } from "./ipmasq.ts";
-import { MULTICAST } from "./ipmasq.ts";
+import { type GCAttachment, type IPMasqOwner, type MasqAddr, MULTICAST } from "./ipmasq-types.ts";
 
 const TABLE = "nat";
 const ATTEMPTS = 3;
 
 /** Upstream's utils.FormatChainName(network, containerID). */
 export function ipmasqChainName(network: string, containerID: string): string {
-  return `CNI-${sha512hex(network + containerID)}`.slice(0, 28);
+  return iptablesChainName(network, containerID);
 }
 
 /** Upstream's utils.FormatComment(network, containerID) (Go %q of names limited to [A-Za-z0-9_.-]). */

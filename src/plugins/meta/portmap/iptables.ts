@@ -25,7 +25,7 @@ import {
   type SavedTable,
   splitRule,
 } from "../../../firewall/iptables.ts";
-import { sha512hex } from "../../../ip/hash.ts";
+import { iptablesChainName } from "../../../firewall/owner.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import type { GCAttachment } from "../../../spec/types.ts";
 import { type ContainerAddr, hostIPMatch, mappingsFor, type Owner, type PortmapConf } from "./config.ts";
@@ -39,7 +39,7 @@ const ATTEMPTS = 3;
 
 /** Upstream utils.MustFormatChainNameWithPrefix: "CNI-" + prefix + sha512(name+id) hex, 28 chars. */
 export function chainName(network: string, containerID: string, prefix: string): string {
-  return `CNI-${prefix}${sha512hex(network + containerID)}`.slice(0, 28);
+  return iptablesChainName(network, containerID, prefix);
 }
 
 /** Go's %#x/%#x of the mark bit. */
