@@ -15,9 +15,8 @@
 import {
   type IPFamily,
   iptablesIsNft,
-  iptablesRestore,
-  iptablesSave,
-  parseSave,
+  iptablesTransact,
+  readTable,
   type SavedTable,
   splitRule,
 } from "../firewall/iptables.ts";
@@ -92,30 +91,18 @@ function familiesOf(addrs: readonly MasqAddr[]): IPFamily[] {
   return ([4, 6] as const).filter((f) => addrs.some((a) => a.family === f));
 }
 
-async function readNat(family: IPFamily, netnsPath: string | undefined): Promise<SavedTable> {
-  return parseSave(await iptablesSave(family, TABLE, { netnsPath }), TABLE);
+function readNat(family: IPFamily, netnsPath: string | undefined): Promise<SavedTable> {
+  return readTable(family, TABLE, { netnsPath });
 }
 
-/**
- * Reads the nat table, lets `plan` compute the restore lines, applies them; rereads and replans when
- * the restore fails (another writer changed the table between our read and write).
- */
-async function transact(
+/** One read-plan-restore round (see iptablesTransact), retried when the restore fails. */
+function transact(
   family: IPFamily,
   netnsPath: string | undefined,
   what: string,
   plan: (state: SavedTable) => string[],
 ): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const lines = plan(await readNat(family, netnsPath));
-    if (lines.length === 0) return;
-    try {
-      await iptablesRestore(family, TABLE, lines, { netnsPath, what });
-      return;
-    } catch (err) {
-      if (attempt >= ATTEMPTS) throw err;
-    }
-  }
+  return iptablesTransact(family, TABLE, plan, { netnsPath, what, attempts: ATTEMPTS });
 }
 
 export async function setupIPMasqIptables(
