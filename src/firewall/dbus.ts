@@ -139,9 +139,12 @@ interface Message {
   replySerial?: number;
   errorName?: string;
   signature: string;
-  /** The body's first value, if it is a string (s, o, g) or a boolean/uint32 (b, u). */
-  first?: string | boolean | number;
+  /** The body's first value, if it is a string (s, o, g), a boolean/uint32 (b, u) or a string array (as). */
+  first?: DBusValue;
 }
+
+/** What a reply's first value can be. */
+export type DBusValue = string | boolean | number | string[];
 
 class Reader {
   constructor(
@@ -223,7 +226,15 @@ function decodeMessage(buf: Uint8Array): Message {
   }
   r.pos = end;
   r.align(8);
-  if (msg.signature.length > 0) msg.first = r.value(msg.signature[0]!);
+  if (msg.signature.startsWith("as")) {
+    const n = r.u32();
+    const stop = r.pos + n;
+    const list: string[] = [];
+    while (r.pos < stop) list.push(r.str());
+    msg.first = list;
+  } else if (msg.signature.length > 0) {
+    msg.first = r.value(msg.signature[0]!);
+  }
   return msg;
 }
 
@@ -321,7 +332,7 @@ export class DBusConnection {
   }
 
   /** Calls a method and returns the reply's first value; an error reply throws DBusError. */
-  async call(c: MethodCall): Promise<string | boolean | number | undefined> {
+  async call(c: MethodCall): Promise<DBusValue | undefined> {
     const serial = ++this.serial;
     this.write(encodeCall(c, serial));
     for (;;) {
