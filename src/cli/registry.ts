@@ -17,6 +17,7 @@ export const PLUGINS: Record<string, Loader> = {
   bandwidth: async () => (await import("../plugins/meta/bandwidth/index.ts")).plugin,
   flannel: async () => (await import("../plugins/meta/flannel/index.ts")).plugin,
   vrf: async () => (await import("../plugins/meta/vrf/index.ts")).plugin,
+  firewall: async () => (await import("../plugins/meta/firewall/index.ts")).plugin,
   "host-local": async () => (await import("../plugins/ipam/host-local/index.ts")).plugin,
   static: async () => (await import("../plugins/ipam/static/index.ts")).plugin,
 };

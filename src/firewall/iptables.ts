@@ -124,3 +124,82 @@ export function splitRule(line: string): string[] {
   if (inArg) args.push(cur);
   return args;
 }
+
+/** One rule's arguments after "-A CHAIN", e.g. ["-s", "10.0.0.2/32", "-j", "ACCEPT"]. */
+export type RuleArgs = readonly string[];
+
+/** Quotes an argument for iptables-restore the way iptables-save does. */
+export function quoteArg(a: string): string {
+  return /^[^\s"'\\]+$/.test(a) ? a : `"${a.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+/** A restore line: op ("-A", "-D", "-I CHAIN 1" style ops take the chain after), chain, arguments. */
+export function ruleLine(op: string, chain: string, args: RuleArgs, position?: number): string {
+  return [op, chain, ...(position === undefined ? [] : [String(position)]), ...args.map(quoteArg)].join(" ");
+}
+
+/** The rules of `chain` in a saved table, as argument lists after "-A CHAIN", with their raw lines. */
+export function rulesOf(saved: SavedTable, chain: string): { args: string[]; line: string }[] {
+  const out: { args: string[]; line: string }[] = [];
+  for (const line of saved.rules) {
+    const args = splitRule(line);
+    if (args[1] === chain) out.push({ args: args.slice(2), line });
+  }
+  return out;
+}
+
+export function sameArgs(a: RuleArgs, b: RuleArgs): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Whether `chain` has exactly this rule. */
+export function hasRule(saved: SavedTable, chain: string, args: RuleArgs): boolean {
+  return rulesOf(saved, chain).some((r) => sameArgs(r.args, args));
+}
+
+/** Whether a rule's target (its last "-j X" / "-g X") is `chain`. */
+export function jumpsTo(args: RuleArgs, chain: string): boolean {
+  return (
+    args.length >= 2 &&
+    (args[args.length - 2] === "-j" || args[args.length - 2] === "-g") &&
+    args.at(-1) === chain
+  );
+}
+
+export interface IptablesTransactOptions extends IptablesOptions {
+  /** Read-plan-apply rounds before a failing restore is an error (default 3). */
+  attempts?: number;
+}
+
+/**
+ * Reads `table` with iptables-save, lets `plan` compute the restore lines, applies them with one
+ * iptables-restore --noflush; rereads and replans when the restore fails (another writer changed the
+ * table between our read and write — e.g. a "-N" of a chain that now exists, a "-D" of a rule gone).
+ */
+export async function iptablesTransact(
+  family: IPFamily,
+  table: string,
+  plan: (saved: SavedTable) => string[],
+  opts: IptablesTransactOptions = {},
+): Promise<void> {
+  const attempts = opts.attempts ?? 3;
+  for (let attempt = 1; ; attempt++) {
+    const lines = plan(await readTable(family, table, opts));
+    if (lines.length === 0) return;
+    try {
+      await iptablesRestore(family, table, lines, opts);
+      return;
+    } catch (err) {
+      if (attempt >= attempts) throw err;
+    }
+  }
+}
+
+/** iptables-save of one table, parsed. */
+export async function readTable(
+  family: IPFamily,
+  table: string,
+  opts: IptablesOptions = {},
+): Promise<SavedTable> {
+  return parseSave(await iptablesSave(family, table, opts), table);
+}

@@ -4,7 +4,8 @@
  * their `nft -f` scripts carry — and src/netlink/nftables.ts moves the bytes.
  *
  * Layout (what nft sends): a single-field key is the field's bytes; a concatenation pads every field
- * to 4 bytes (one 32-bit register each). Addresses and ports are big-endian, marks host-endian.
+ * to 4 bytes (one 32-bit register each). Addresses and ports are big-endian, marks host-endian,
+ * interface names NUL-padded to 16 bytes (written "br0" with the quotes, as nft prints them).
  * Interval maps of concatenations carry each element as a range: key = every field's first value,
  * keyEnd = every field's last ("10.0.0.0/16" → 10.0.0.0 … 10.0.255.255).
  */
@@ -12,7 +13,7 @@ import type { NftElemChange, NftSetElem } from "../netlink/nftables.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatIP, parseIP } from "../spec/ipaddr.ts";
 
-export type NftFieldType = "ipv4_addr" | "ipv6_addr" | "inet_proto" | "inet_service" | "mark";
+export type NftFieldType = "ipv4_addr" | "ipv6_addr" | "inet_proto" | "inet_service" | "mark" | "ifname";
 
 export interface NftMapSchema {
   key: readonly NftFieldType[];
@@ -35,6 +36,7 @@ const SIZE: Record<NftFieldType, number> = {
   inet_proto: 1,
   inet_service: 2,
   mark: 4,
+  ifname: 16,
 };
 
 const PROTOCOLS: Record<string, number> = { tcp: 6, udp: 17, sctp: 132 };
@@ -50,6 +52,16 @@ function fieldRange(type: NftFieldType, text: string): [Uint8Array, Uint8Array] 
   if (type === "ipv4_addr" || type === "ipv6_addr") {
     const [lo, hi] = ipRange(text, size);
     return [lo, hi];
+  }
+  if (type === "ifname") {
+    // nft's text quotes names ("br0"); the kernel holds them NUL-padded to IFNAMSIZ.
+    const name = text.startsWith('"') && text.endsWith('"') ? text.slice(1, -1) : text;
+    const bytes = new TextEncoder().encode(name);
+    if (bytes.length === 0 || bytes.length > 15)
+      throw bad(`${JSON.stringify(text)} is not an interface name`);
+    const b = new Uint8Array(16);
+    b.set(bytes);
+    return [b, b];
   }
   let n: number;
   if (type === "inet_proto" && Object.hasOwn(PROTOCOLS, text)) n = PROTOCOLS[text]!;
@@ -120,6 +132,10 @@ function fieldText(type: NftFieldType, lo: Uint8Array, hi: Uint8Array): string {
       return String(v.getUint16(0, false));
     case "mark":
       return String(v.getUint32(0, true));
+    case "ifname": {
+      const end = lo.indexOf(0);
+      return `"${new TextDecoder().decode(end < 0 ? lo : lo.subarray(0, end))}"`;
+    }
   }
 }
 

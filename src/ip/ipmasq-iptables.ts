@@ -15,25 +15,23 @@
 import {
   type IPFamily,
   iptablesIsNft,
-  iptablesRestore,
-  iptablesSave,
-  parseSave,
+  iptablesTransact,
+  readTable,
   type SavedTable,
   splitRule,
 } from "../firewall/iptables.ts";
 import { type NftTarget, withNftSocket } from "../firewall/nft.ts";
+import { iptablesChainName } from "../firewall/owner.ts";
 import { NFPROTO_IPV4, NFPROTO_IPV6, nftChainExists } from "../netlink/nftables.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
-import { sha512hex } from "./hash.ts";
-import type { GCAttachment, IPMasqOwner, MasqAddr } from "./ipmasq.ts";
-import { MULTICAST } from "./ipmasq.ts";
+import { type GCAttachment, type IPMasqOwner, type MasqAddr, MULTICAST } from "./ipmasq-types.ts";
 
 const TABLE = "nat";
 const ATTEMPTS = 3;
 
 /** Upstream's utils.FormatChainName(network, containerID). */
 export function ipmasqChainName(network: string, containerID: string): string {
-  return `CNI-${sha512hex(network + containerID)}`.slice(0, 28);
+  return iptablesChainName(network, containerID);
 }
 
 /** Upstream's utils.FormatComment(network, containerID) (Go %q of names limited to [A-Za-z0-9_.-]). */
@@ -93,30 +91,18 @@ function familiesOf(addrs: readonly MasqAddr[]): IPFamily[] {
   return ([4, 6] as const).filter((f) => addrs.some((a) => a.family === f));
 }
 
-async function readNat(family: IPFamily, netnsPath: string | undefined): Promise<SavedTable> {
-  return parseSave(await iptablesSave(family, TABLE, { netnsPath }), TABLE);
+function readNat(family: IPFamily, netnsPath: string | undefined): Promise<SavedTable> {
+  return readTable(family, TABLE, { netnsPath });
 }
 
-/**
- * Reads the nat table, lets `plan` compute the restore lines, applies them; rereads and replans when
- * the restore fails (another writer changed the table between our read and write).
- */
-async function transact(
+/** One read-plan-restore round (see iptablesTransact), retried when the restore fails. */
+function transact(
   family: IPFamily,
   netnsPath: string | undefined,
   what: string,
   plan: (state: SavedTable) => string[],
 ): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const lines = plan(await readNat(family, netnsPath));
-    if (lines.length === 0) return;
-    try {
-      await iptablesRestore(family, TABLE, lines, { netnsPath, what });
-      return;
-    } catch (err) {
-      if (attempt >= ATTEMPTS) throw err;
-    }
-  }
+  return iptablesTransact(family, TABLE, plan, { netnsPath, what, attempts: ATTEMPTS });
 }
 
 export async function setupIPMasqIptables(

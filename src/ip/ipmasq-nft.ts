@@ -35,6 +35,14 @@
 import { type NftTarget, nftQuote, nftTransact, withNftSocket } from "../firewall/nft.ts";
 import { compareAndDelete, decodeElem, encodeElem, type NftMapSchema } from "../firewall/nft-elems.ts";
 import {
+  liveOwnerIDs,
+  networkPrefix,
+  ownerComment,
+  ownerID,
+  ownerOfComment,
+  ownerTag,
+} from "../firewall/owner.ts";
+import {
   NFPROTO_INET,
   type NftElemChange,
   type NftRule,
@@ -43,15 +51,11 @@ import {
 } from "../netlink/nftables.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
-import { sha512hex } from "./hash.ts";
-import type { GCAttachment, IPMasqOwner, MasqAddr } from "./ipmasq.ts";
-import { MULTICAST } from "./ipmasq.ts";
+import { type GCAttachment, type IPMasqOwner, type MasqAddr, MULTICAST } from "./ipmasq-types.ts";
 
 export const NFT_MASQ_TABLE = "tscni_masquerade";
 const T = `inet ${NFT_MASQ_TABLE}`;
 const ATTEMPTS = 4;
-/** nft's limit on comment length. */
-const COMMENT_MAX = 128;
 
 type MapName = "masq4" | "masq6" | "exempt4" | "exempt6";
 const SCHEMAS: Record<MapName, NftMapSchema> = {
@@ -71,24 +75,10 @@ interface Elem {
 }
 
 /** "<hash16(network)>-<hash16(ifname:containerID)>", as upstream's nftables backend tags its rules. */
-export function nftOwnerID(o: IPMasqOwner): string {
-  return `${netHash(o.network)}-${sha512hex(`${o.ifName}:${o.containerID}`).slice(0, 16)}`;
-}
-
-function netHash(network: string): string {
-  return sha512hex(network).slice(0, 16);
-}
-
-function ownerComment(o: IPMasqOwner): string {
-  return `${nftOwnerID(o)} net: ${o.network}, if: ${o.ifName}, id: ${o.containerID}`.slice(0, COMMENT_MAX);
-}
-
-function ownerTag(id: string): number {
-  return Number.parseInt(sha512hex(id).slice(0, 8), 16);
-}
+export const nftOwnerID = ownerID;
 
 function ownerOf(e: Elem): string {
-  return e.comment.split(" ", 1)[0] ?? "";
+  return ownerOfComment(e.comment);
 }
 
 function desiredElems(o: IPMasqOwner, addrs: readonly MasqAddr[]): Elem[] {
@@ -266,10 +256,8 @@ export async function gcIPMasqNft(
   valid: readonly GCAttachment[],
   target: NftTarget,
 ): Promise<void> {
-  const prefix = `${netHash(network)}-`;
-  const alive = new Set(
-    valid.map((a) => nftOwnerID({ network, ifName: a.ifname, containerID: a.containerID })),
-  );
+  const prefix = networkPrefix(network);
+  const alive = liveOwnerIDs(network, valid);
   await transact(target, `collecting stale nft masquerade of network ${network}`, (state) => ({
     drop: state.elems.filter((e) => {
       const owner = ownerOf(e);

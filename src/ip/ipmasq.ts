@@ -21,16 +21,10 @@ import {
   teardownIPMasqIptables,
 } from "./ipmasq-iptables.ts";
 import { checkIPMasqNft, gcIPMasqNft, setupIPMasqNft, teardownIPMasqNft } from "./ipmasq-nft.ts";
+import type { GCAttachment, IPMasqOwner, MasqAddr } from "./ipmasq-types.ts";
 
-export type { IPMasqBackend };
-
-/** Whose masquerade: one attachment of a container to a network. */
-export interface IPMasqOwner {
-  network: string;
-  containerID: string;
-  /** The container-side interface name (the iptables backend ignores it, as upstream does). */
-  ifName: string;
-}
+export { MULTICAST } from "./ipmasq-types.ts";
+export type { GCAttachment, IPMasqBackend, IPMasqOwner, MasqAddr };
 
 export interface IPMasqCommon extends IPMasqOwner {
   /** Run the firewall tools inside this netns (tests); normally the plugin's current (host) netns. */
@@ -59,11 +53,6 @@ export interface TeardownIPMasqOptions extends IPMasqCommon {
   ips?: readonly string[];
 }
 
-export interface GCAttachment {
-  containerID: string;
-  ifname: string;
-}
-
 export interface GCIPMasqOptions {
   nftSocket?: NetlinkSocket;
   /** Omitted: collect in both backends (where the tool is installed). */
@@ -73,17 +62,6 @@ export interface GCIPMasqOptions {
   validAttachments: readonly GCAttachment[];
   netnsPath?: string;
 }
-
-/** A container address, parsed: family, the address and its subnet (network address / prefix). */
-export interface MasqAddr {
-  family: 4 | 6;
-  /** "10.22.0.5" */
-  ip: string;
-  /** "10.22.0.0/16" */
-  subnet: string;
-}
-
-export const MULTICAST = { 4: "224.0.0.0/4", 6: "ff00::/8" } as const;
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 

@@ -26,7 +26,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { buildTscni } from "../helpers/build.ts";
 import { makeNetns, type RunResult, type TempNetns, tempDir } from "../helpers/netns.ts";
 
@@ -227,15 +227,19 @@ export function createNetwork(env: PodmanEnv, name: string, subnet: string): any
 }
 
 /** Plugins podman's conflist has that tscni does not implement yet (dropped by adaptConflist). */
-export const NOT_YET_IN_TSCNI = ["firewall"];
+export const NOT_YET_IN_TSCNI: string[] = [];
 
-/** podman's shape with our changes only: NOT_YET_IN_TSCNI dropped, host-local's dataDir set. */
+/**
+ * podman's shape with our changes only: NOT_YET_IN_TSCNI dropped, host-local's dataDir set, and the
+ * firewall plugin's records beside it (<dataDir>/../firewall) instead of /var/lib/cni/firewall.
+ */
 // biome-ignore lint/suspicious/noExplicitAny: the conflist as podman wrote it
 export function adaptConflist(written: any, dataDir: string): any {
   const conf = structuredClone(written);
   // biome-ignore lint/suspicious/noExplicitAny: plugin entries
   conf.plugins = conf.plugins.filter((p: any) => !NOT_YET_IN_TSCNI.includes(p.type));
   for (const p of conf.plugins) if (p.ipam) p.ipam.dataDir = dataDir;
+  for (const p of conf.plugins) if (p.type === "firewall") p.dataDir = join(dirname(dataDir), "firewall");
   return conf;
 }
 

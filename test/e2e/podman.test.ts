@@ -1,7 +1,7 @@
 /**
  * A real client end to end: podman 4 (CNI backend) runs busybox containers on the plugins `tscni install`
  * lays out — and on nothing else: podman's only plugin dir is ours, so a plugin tscni lacks fails by name.
- * The conflists are the ones `podman network create` writes (minus firewall, which tscni has not yet).
+ * The conflists are the ones `podman network create` writes (bridge + portmap + firewall + tuning).
  * Everything runs inside a throwaway host netns; see podman-env.ts for where podman's state goes.
  *
  * TSCNI_E2E_PLUGINS=upstream runs the same tests on /usr/lib/cni (to tell harness bugs from ours).
@@ -142,15 +142,16 @@ describe("podman runs containers on tscni's plugins", () => {
       expect(written.plugins.map((p: any) => p.type)).toEqual(["bridge", "portmap", "firewall", "tuning"]);
       expect(written.plugins[0].ipam.type).toBe("host-local");
       expect(written.plugins[0].ipam.ranges).toEqual([[{ subnet: A.subnet, gateway: A.gw }]]);
-      // what the tests run: the same shape with only firewall dropped (tscni has none yet) and a dataDir
+      // what the tests run: the same shape, with host-local's and firewall's state dirs set
       const ours = adaptConflist(written, "/x");
       // biome-ignore lint/suspicious/noExplicitAny: conflist entries
-      expect(ours.plugins.map((p: any) => p.type)).toEqual(["bridge", "portmap", "tuning"]);
+      expect(ours.plugins.map((p: any) => p.type)).toEqual(["bridge", "portmap", "firewall", "tuning"]);
       expect(ours.plugins[0]).toEqual({
         ...written.plugins[0],
         ipam: { ...written.plugins[0].ipam, dataDir: "/x" },
       });
-      expect(NOT_YET_IN_TSCNI).toEqual(["firewall"]);
+      expect(ours.plugins[2]).toEqual({ ...written.plugins[2], dataDir: "/firewall" });
+      expect(NOT_YET_IN_TSCNI).toEqual([]);
     },
   );
 
@@ -187,6 +188,9 @@ describe("podman runs containers on tscni's plugins", () => {
       const before = ruleset(e);
       expect(before).toContain(ip);
       expect(before).toMatch(/\b8080\b/);
+      // firewall (iptables backend: no firewalld on this bus) lets the container's traffic be forwarded.
+      const esc = ip.replace(/\./g, "\\.");
+      expect(before).toMatch(new RegExp(`chain CNI-FORWARD \\{[^}]*ip saddr ${esc} [^}]*accept`));
 
       e.podmanOk(["rm", "-f", "-t", "0", id]);
       expect(get(e, "http://127.0.0.1:8080/")).toBeUndefined();

@@ -40,11 +40,7 @@ export interface ContainerAddr {
 }
 
 /** Whose mappings: one attachment of a container to a network. */
-export interface Owner {
-  network: string;
-  containerID: string;
-  ifName: string;
-}
+export type { Owner } from "../../../firewall/owner.ts";
 
 export interface PortmapConf {
   cniVersion: string;

@@ -18,14 +18,16 @@
  */
 
 import {
+  hasRule,
   type IPFamily,
-  iptablesRestore,
-  iptablesSave,
-  parseSave,
+  iptablesTransact,
+  jumpsTo,
+  readTable,
+  ruleLine,
+  rulesOf,
   type SavedTable,
-  splitRule,
 } from "../../../firewall/iptables.ts";
-import { sha512hex } from "../../../ip/hash.ts";
+import { iptablesChainName } from "../../../firewall/owner.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import type { GCAttachment } from "../../../spec/types.ts";
 import { type ContainerAddr, hostIPMatch, mappingsFor, type Owner, type PortmapConf } from "./config.ts";
@@ -39,7 +41,7 @@ const ATTEMPTS = 3;
 
 /** Upstream utils.MustFormatChainNameWithPrefix: "CNI-" + prefix + sha512(name+id) hex, 28 chars. */
 export function chainName(network: string, containerID: string, prefix: string): string {
-  return `CNI-${prefix}${sha512hex(network + containerID)}`.slice(0, 28);
+  return iptablesChainName(network, containerID, prefix);
 }
 
 /** Go's %#x/%#x of the mark bit. */
@@ -54,15 +56,6 @@ function dnatComment(network: string, containerID: string): string {
 }
 
 type Rule = string[];
-
-/** Quotes an argument for iptables-restore the way iptables-save does. */
-function quoteArg(a: string): string {
-  return /^[^\s"'\\]+$/.test(a) ? a : `"${a.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
-}
-
-function ruleLine(op: string, chain: string, rule: Rule): string {
-  return [op, chain, ...rule.map(quoteArg)].join(" ");
-}
 
 const setMarkRule = (bit: number): Rule => [
   "-m",
@@ -132,26 +125,6 @@ export function containerRules(
   return { entries, rules };
 }
 
-/** The rules of `chain` in a saved table, as argument lists after "-A CHAIN", with their raw lines. */
-function rulesOf(saved: SavedTable, chain: string): { args: Rule; line: string }[] {
-  const out: { args: Rule; line: string }[] = [];
-  for (const line of saved.rules) {
-    const args = splitRule(line);
-    if (args[1] === chain) out.push({ args: args.slice(2), line });
-  }
-  return out;
-}
-
-function hasRule(saved: SavedTable, chain: string, rule: Rule): boolean {
-  return rulesOf(saved, chain).some(
-    (r) => r.args.length === rule.length && r.args.every((a, i) => a === rule[i]),
-  );
-}
-
-function jumpsTo(args: Rule, chain: string): boolean {
-  return args.length >= 2 && args[args.length - 2] === "-j" && args[args.length - 1] === chain;
-}
-
 /** -D every rule of `top` that jumps to `chain`, then -F and -X the chain if it exists. */
 function removeChainLines(saved: SavedTable, top: string, chain: string): string[] {
   const lines = rulesOf(saved, top)
@@ -161,26 +134,9 @@ function removeChainLines(saved: SavedTable, top: string, chain: string): string
   return lines;
 }
 
-async function readNat(family: IPFamily): Promise<SavedTable> {
-  return parseSave(await iptablesSave(family, "nat"), "nat");
-}
-
 /** Reads and plans, then one iptables-restore; replans on failure (a concurrent change). */
-async function transact(
-  family: IPFamily,
-  what: string,
-  plan: (saved: SavedTable) => string[],
-): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const lines = plan(await readNat(family));
-    if (lines.length === 0) return;
-    try {
-      await iptablesRestore(family, "nat", lines, { what });
-      return;
-    } catch (err) {
-      if (attempt >= ATTEMPTS) throw err;
-    }
-  }
+function transact(family: IPFamily, what: string, plan: (saved: SavedTable) => string[]): Promise<void> {
+  return iptablesTransact(family, "nat", plan, { what, attempts: ATTEMPTS });
 }
 
 function addLines(saved: SavedTable, conf: PortmapConf, containerID: string, addr: ContainerAddr): string[] {
@@ -253,7 +209,7 @@ export async function iptablesCheck(o: Owner, conf: PortmapConf): Promise<void> 
     if (mappingsFor(conf, addr.family).length === 0) continue;
     const fail = (msg: string) =>
       new CniError(ErrCode.Internal, `checking IPv${addr.family} port mappings of ${o.containerID}: ${msg}`);
-    const saved = await readNat(addr.family);
+    const saved = await readTable(addr.family, "nat");
     if (!saved.chains.has(chain)) throw fail(`chain ${chain} not found in table nat`);
     const { entries, rules } = containerRules(conf, o.containerID, addr);
     for (const r of rules) {

@@ -60,6 +60,14 @@ import {
   withNftSocket,
 } from "../../../firewall/nft.ts";
 import { compareAndDelete, decodeElem, encodeElem, type NftMapSchema } from "../../../firewall/nft-elems.ts";
+import {
+  liveOwnerIDs,
+  networkPrefix,
+  ownerComment,
+  ownerOfComment,
+  ownerTag,
+  ownerID as sharedOwnerID,
+} from "../../../firewall/owner.ts";
 import { sha512hex } from "../../../ip/hash.ts";
 import {
   NFPROTO_INET,
@@ -79,8 +87,6 @@ const T = `inet ${NFT_TABLE}`;
 /** Bump when the chains' rules change: ADDs then rebuild them once. */
 const LAYOUT_VERSION = "1";
 const ATTEMPTS = 4;
-/** nft's limit on comment length. */
-const COMMENT_MAX = 128;
 
 export type MapName =
   | "dnat4"
@@ -124,25 +130,11 @@ export interface Elem {
   comment: string;
 }
 
-function netHash(network: string): string {
-  return sha512hex(network).slice(0, 16);
-}
-
 /** "<hash16(network)>-<hash16(ifname:containerID)>": the owner part of every element comment. */
-export function ownerID(o: Owner): string {
-  return `${netHash(o.network)}-${sha512hex(`${o.ifName}:${o.containerID}`).slice(0, 16)}`;
-}
-
-function ownerComment(o: Owner): string {
-  return `${ownerID(o)} net: ${o.network}, if: ${o.ifName}, id: ${o.containerID}`.slice(0, COMMENT_MAX);
-}
-
-function ownerTag(id: string): number {
-  return Number.parseInt(sha512hex(id).slice(0, 8), 16);
-}
+export const ownerID = sharedOwnerID;
 
 function ownerOf(e: Elem): string {
-  return e.comment.split(" ", 1)[0] ?? "";
+  return ownerOfComment(e.comment);
 }
 
 /** The layout set's name: changes with the rule layout and the conditions. */
@@ -417,8 +409,8 @@ export async function nftCheck(o: Owner, conf: PortmapConf): Promise<void> {
 
 /** Removes the elements of every attachment of `network` not in `valid`. */
 export async function nftGC(network: string, valid: readonly GCAttachment[]): Promise<void> {
-  const prefix = `${netHash(network)}-`;
-  const alive = new Set(valid.map((a) => ownerID({ network, ifName: a.ifname, containerID: a.containerID })));
+  const prefix = networkPrefix(network);
+  const alive = liveOwnerIDs(network, valid);
   await transact(`collecting stale nft port mappings of network ${network}`, (state) => ({
     drop: state.elems.filter((e) => {
       const owner = ownerOf(e);
