@@ -17,6 +17,7 @@ export const PLUGINS: Record<string, Loader> = {
   flannel: async () => (await import("../plugins/meta/flannel/index.ts")).plugin,
   "host-local": async () => (await import("../plugins/ipam/host-local/index.ts")).plugin,
   static: async () => (await import("../plugins/ipam/static/index.ts")).plugin,
+  dhcp: async () => (await import("../plugins/ipam/dhcp/index.ts")).load(),
 };
 
 /** Runnable by name but never installed: test doubles. */
