@@ -177,7 +177,7 @@ export async function acquire(
   signal?: AbortSignal,
   requestedIp?: string,
 ): Promise<Bound> {
-  const conn = PacketConn.open(a.netns, a.ifName);
+  const conn = await PacketConn.open(a.netns, a.ifName);
   try {
     for (let naks = 0; ; naks++) {
       const ex: Exchange = { conn, xid: randomXid(), start: Date.now() };
@@ -235,7 +235,7 @@ export async function extend(
   deadline: number,
   signal?: AbortSignal,
 ): Promise<Bound> {
-  const conn = PacketConn.open(a.netns, a.ifName);
+  const conn = await PacketConn.open(a.netns, a.ifName);
   try {
     const ex: Exchange = { conn, xid: randomXid(), start: Date.now() };
     const to = rebind
@@ -261,8 +261,8 @@ export async function extend(
 }
 
 /** DHCPRELEASE, unicast to the server (RFC 2131 §4.4.6): no answer comes back. */
-export function release(a: Attachment, lease: Pick<Bound, "ip" | "serverId" | "serverMac">): void {
-  const conn = PacketConn.open(a.netns, a.ifName);
+export async function release(a: Attachment, lease: Pick<Bound, "ip" | "serverId" | "serverMac">): Promise<void> {
+  const conn = await PacketConn.open(a.netns, a.ifName);
   try {
     const msg = newRequest({
       xid: randomXid(),

@@ -150,7 +150,7 @@ export class LeaseKeeper {
     if (!releaseLease) return;
     if (wasHeld) {
       try {
-        release(this.attachment, this.lease);
+        await release(this.attachment, this.lease);
         this.ctx.log(`${this.record.clientID}: released ${this.lease.ip}`);
       } catch (err) {
         // The netns or interface is gone: nothing can be sent; the server lets the lease expire.

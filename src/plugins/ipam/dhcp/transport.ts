@@ -10,7 +10,7 @@
  * Receiving is asynchronous: every socket waiting for a frame joins one poller, which polls them all
  * without blocking on a 1 ms timer while any is waiting (Bun's event loop cannot watch a raw fd).
  */
-import { linkByName, linkSetUp } from "../../../netlink/link.ts";
+import { type Link, linkByName, linkSetUp } from "../../../netlink/link.ts";
 import { NetlinkSocket } from "../../../netlink/socket.ts";
 import { openNetns } from "../../../ns/index.ts";
 import { withNetnsFd } from "../../../sys/netns.ts";
@@ -82,6 +82,14 @@ function watch(fd: number, onReadable: () => void): () => void {
 
 // ---- the connection ----
 
+/** How long open() waits for a link that was just set up to become operational. */
+const OPER_WAIT_MS = 3000;
+
+function operational(link: Link): boolean {
+  // "unknown": drivers that do not report operstate (dummy, some tun setups) — treat as usable.
+  return link.up && (link.operstate === "up" || link.operstate === "unknown");
+}
+
 export interface Received {
   msg: DhcpMessage;
   srcMac: string;
@@ -114,9 +122,11 @@ export class PacketConn {
 
   /**
    * Opens the socket on `ifName` inside the netns at `netnsPath`, bringing the link up when it is
-   * down (upstream does the same). A missing netns or link is a LinkGoneError.
+   * down (upstream does the same) and waiting until it is operational: frames sent before the
+   * kernel's linkwatch activates the device go to its no-op qdisc and are lost, which would cost a
+   * 2 s retransmission. A missing netns or link is a LinkGoneError.
    */
-  static open(netnsPath: string, ifName: string): PacketConn {
+  static async open(netnsPath: string, ifName: string): Promise<PacketConn> {
     let ns: ReturnType<typeof openNetns>;
     try {
       ns = openNetns(netnsPath);
@@ -128,10 +138,18 @@ export class PacketConn {
       let index: number;
       let mac: string;
       try {
-        const link = linkByName(sock, ifName);
-        if (!link) throw new LinkGoneError(`interface ${ifName} not found in netns ${netnsPath}`);
+        const find = () => {
+          const link = linkByName(sock, ifName);
+          if (!link) throw new LinkGoneError(`interface ${ifName} not found in netns ${netnsPath}`);
+          return link;
+        };
+        let link = find();
         if (!link.mac) throw new Error(`interface ${ifName} has no hardware address`);
         if (!link.up) linkSetUp(sock, link.index);
+        for (const deadline = Date.now() + OPER_WAIT_MS; !operational(link) && Date.now() < deadline; ) {
+          await Bun.sleep(5);
+          link = find();
+        }
         index = link.index;
         mac = link.mac;
       } finally {

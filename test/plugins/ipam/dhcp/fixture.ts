@@ -155,7 +155,7 @@ export async function startDaemon(
   const proc = Bun.spawn(cmd, { stdout: "ignore", stderr: Bun.file(logPath) });
   procs.add(proc);
   const deadline = Date.now() + 15_000;
-  while (!existsSync(socket) || !(opts.upstream || readLog(logPath).includes("listening on"))) {
+  while (!existsSync(socket) || !(opts.upstream || /Z listening on /.test(readLog(logPath)))) {
     if (proc.exitCode !== null || Date.now() > deadline) {
       proc.kill("SIGKILL");
       throw new Error(`dhcp daemon did not start (${proc.exitCode}): ${readLog(logPath)}`);
