@@ -261,7 +261,10 @@ export async function extend(
 }
 
 /** DHCPRELEASE, unicast to the server (RFC 2131 §4.4.6): no answer comes back. */
-export async function release(a: Attachment, lease: Pick<Bound, "ip" | "serverId" | "serverMac">): Promise<void> {
+export async function release(
+  a: Attachment,
+  lease: Pick<Bound, "ip" | "serverId" | "serverMac">,
+): Promise<void> {
   const conn = await PacketConn.open(a.netns, a.ifName);
   try {
     const msg = newRequest({

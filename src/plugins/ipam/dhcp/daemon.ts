@@ -48,6 +48,16 @@ const USAGE = `Usage of daemon:
 
 export class UsageError extends Error {}
 
+const VALUE_FLAGS = new Set([
+  "socketpath",
+  "pidfile",
+  "hostprefix",
+  "statedir",
+  "timeout",
+  "resendmax",
+  "resendtimeout",
+]);
+
 const UNITS: Record<string, number> = {
   ns: 1e-6,
   us: 1e-3,
@@ -93,6 +103,7 @@ export function parseDaemonFlags(argv: string[]): DaemonOptions {
       o.broadcast = m[2] === undefined ? true : parseBool(m[2]);
       continue;
     }
+    if (!VALUE_FLAGS.has(name)) throw new UsageError(`flag provided but not defined: -${name}\n${USAGE}`);
     const value = m[2] ?? argv[++i];
     if (value === undefined) throw new UsageError(`flag needs an argument: -${name}\n${USAGE}`);
     switch (name) {
