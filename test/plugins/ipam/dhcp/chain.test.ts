@@ -140,6 +140,7 @@ describe("dhcp under main plugins", () => {
         const deadline = Date.now() + 5000;
         while (srv.leases().length > 0 && Date.now() < deadline) await Bun.sleep(50);
         expect(srv.leases()).toHaveLength(0);
+        expect(srv.log()).toContain(`DHCPRELEASE(br0) ${ip}`);
       } finally {
         await d.stop();
         c.cleanup();
@@ -176,7 +177,7 @@ describe("differential", () => {
         expect(a.code).toBe(0);
         expect(b.stderr).toBe("");
         expect(b.code).toBe(0);
-        const norm = (r: { ips: { address: string }[] }) => ({
+        const norm = (r: { ips: { address: string }[]; dns?: object }) => ({
           ...r,
           ips: r.ips.map((i) => ({ ...i, address: i.address.replace(/\.\d+\//, ".X/") })),
         });
