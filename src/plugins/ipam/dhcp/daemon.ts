@@ -249,6 +249,7 @@ export class Dhcp {
         broadcast: this.opts.broadcast,
       };
       log(`${id}: acquiring lease`);
+      const t0 = performance.now();
       let lease: Awaited<ReturnType<typeof acquire>>;
       try {
         lease = await acquire(a, this.opts.timing, Date.now() + this.opts.resendTimeoutMs);
@@ -271,7 +272,10 @@ export class Dhcp {
       const k = new LeaseKeeper(record, this.ctx());
       this.keepers.set(id, k);
       k.start();
-      log(`${id}: lease ${lease.ip} acquired, expiration is ${new Date(lease.expireAt).toISOString()}`);
+      const took = (performance.now() - t0).toFixed(1);
+      log(
+        `${id}: lease ${lease.ip} acquired in ${took} ms, expiration is ${new Date(lease.expireAt).toISOString()}`,
+      );
       return result;
     });
   }

@@ -8,7 +8,7 @@
  * daemon that kept one per lease would keep a deleted container's netns (and its veth) alive.
  *
  * Receiving is asynchronous: every socket waiting for a frame joins one poller, which polls them all
- * without blocking on a 1 ms timer while any is waiting (Bun's event loop cannot watch a raw fd).
+ * in short blocking turns while any is waiting (Bun's event loop cannot watch a raw fd).
  */
 import { type Link, linkByName, linkSetUp } from "../../../netlink/link.ts";
 import { NetlinkSocket } from "../../../netlink/socket.ts";
@@ -51,6 +51,12 @@ const FILTER_UDP_DST_68: readonly BpfInsn[] = [
 
 // ---- the poller ----
 
+/**
+ * Each turn blocks in poll(2) for at most this long, then yields to the event loop: a reply wakes
+ * the poll at once (a timer would add up to its period per exchange), and other work (requests,
+ * timers) waits at most this long. The CPU sleeps in poll, it does not spin.
+ */
+const BLOCK_MS = 1;
 const waiting = new Map<number, () => void>();
 let polling = false;
 
@@ -61,19 +67,19 @@ function pollOnce(): void {
   }
   let ready: Set<number>;
   try {
-    ready = pollReadable([...waiting.keys()], 0);
+    ready = pollReadable([...waiting.keys()], BLOCK_MS);
   } catch {
     ready = new Set(waiting.keys()); // let each reader see its own error
   }
   for (const fd of ready) waiting.get(fd)?.();
-  setTimeout(pollOnce, 1);
+  setImmediate(pollOnce);
 }
 
 function watch(fd: number, onReadable: () => void): () => void {
   waiting.set(fd, onReadable);
   if (!polling) {
     polling = true;
-    setTimeout(pollOnce, 0);
+    setImmediate(pollOnce);
   }
   return () => {
     if (waiting.get(fd) === onReadable) waiting.delete(fd);

@@ -4,7 +4,7 @@
  * our daemon (or upstream's) with a temp socket and state dir, and containers: netns whose `eth0` is a
  * veth port of br0.
  */
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -143,14 +143,23 @@ export interface Daemon {
 }
 
 export async function startDaemon(
-  opts: { dir?: string; upstream?: boolean; extra?: string[] } = {},
+  opts: { dir?: string; upstream?: boolean; extra?: string[]; exe?: string } = {},
 ): Promise<Daemon> {
   const dir = opts.dir ?? tempDir("tscni-dhcpd-").path;
+  mkdirSync(dir, { recursive: true });
   const socket = join(dir, "dhcp.sock");
   const stateDir = join(dir, "state");
   const cmd = opts.upstream
     ? [UPSTREAM_DHCP, "daemon", "-socketpath", socket, ...(opts.extra ?? [])]
-    : [BUN, MAIN, "daemon", "-socketpath", socket, "-statedir", stateDir, ...(opts.extra ?? [])];
+    : [
+        ...(opts.exe ? [opts.exe] : [BUN, MAIN]),
+        "daemon",
+        "-socketpath",
+        socket,
+        "-statedir",
+        stateDir,
+        ...(opts.extra ?? []),
+      ];
   const logPath = join(dir, `daemon-${Date.now()}.log`);
   const proc = Bun.spawn(cmd, { stdout: "ignore", stderr: Bun.file(logPath) });
   procs.add(proc);
