@@ -425,7 +425,8 @@ export async function runDaemon(argv: string[]): Promise<number> {
     return 1;
   }
   if (o.pidfile) writeFileSync(o.pidfile, String(process.pid), { mode: 0o644 });
-  log(`listening on ${socketPath}, leases in ${o.stateDir}`);
+  const where = fd === undefined ? socketPath : `fd ${fd} (socket activation)`;
+  log(`listening on ${where}, leases in ${o.stateDir}`);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once("SIGTERM", stop);

@@ -1,8 +1,9 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { cleanupAll, tempDir } from "../../../helpers/netns.ts";
-import { addContainer, ipamConf, runDhcp, startDaemon, startServer } from "./fixture.ts";
+import { BUN } from "../../_run.ts";
+import { addContainer, ipamConf, MAIN, runDhcp, startDaemon, startServer } from "./fixture.ts";
 
 afterAll(cleanupAll);
 
@@ -276,4 +277,60 @@ describe("CHECK, GC, STATUS and a missing daemon", () => {
     expect(add.json.msg).toContain("dhcp daemon");
     expect(add.json.msg).not.toContain("\n");
   }, 60_000);
+});
+
+describe("daemon lifecycle", () => {
+  test("SIGTERM releases nothing and removes socket and pidfile; the next daemon's DEL releases", async () => {
+    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
+    const dir = tempDir("tscni-dhcpd-").path;
+    const pidfile = join(dir, "dhcp.pid");
+    let d = await startDaemon({ dir, extra: ["-pidfile", pidfile] });
+    const c = addContainer(srv);
+    try {
+      expect(readFileSync(pidfile, "utf8")).toBe(String(d.proc.pid));
+      const conf = ipamConf(d.socket);
+      const add = await runDhcp({ command: "ADD", containerID: "term", netns: c.path, config: conf });
+      expect(add.code).toBe(0);
+      const ip = add.json.ips[0].address.split("/")[0];
+      expect(await d.stop()).toBe(0);
+      expect(existsSync(d.socket)).toBe(false);
+      expect(existsSync(pidfile)).toBe(false);
+      expect(readdirSync(d.stateDir)).toHaveLength(1);
+      expect(srv.log()).not.toContain("DHCPRELEASE");
+      expect(srv.leases().map((l) => l[2])).toEqual([ip]);
+
+      d = await startDaemon({ dir });
+      const del = await runDhcp({ command: "DEL", containerID: "term", netns: c.path, config: conf });
+      expect(del.code).toBe(0);
+      await until("the release", () => srv.log().includes(`DHCPRELEASE(br0) ${ip} ${c.mac}`), 5000);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+
+  test.skipIf(!existsSync("/usr/bin/systemd-socket-activate"))(
+    "systemd socket activation (LISTEN_FDS)",
+    async () => {
+      const dir = tempDir("tscni-dhcpd-").path;
+      const socket = join(dir, "act.sock");
+      const proc = Bun.spawn(
+        ["systemd-socket-activate", "-l", socket, BUN, MAIN, "daemon", "-statedir", join(dir, "state")],
+        { stdout: "ignore", stderr: "pipe" },
+      );
+      try {
+        await until("the activation socket", () => existsSync(socket), 10_000);
+        const conf = ipamConf(socket, {}, "dhcptest", "1.1.0");
+        const st = await runDhcp({ command: "STATUS", containerID: "", netns: "", config: conf });
+        expect(st.stdout + st.stderr).toBe("");
+        expect(st.code).toBe(0);
+      } finally {
+        proc.kill("SIGTERM");
+        await proc.exited;
+      }
+      expect(await new Response(proc.stderr).text()).toContain("listening on fd 3 (socket activation)");
+    },
+    30_000,
+  );
 });
