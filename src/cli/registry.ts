@@ -20,6 +20,7 @@ export const PLUGINS: Record<string, Loader> = {
   firewall: async () => (await import("../plugins/meta/firewall/index.ts")).plugin,
   "host-local": async () => (await import("../plugins/ipam/host-local/index.ts")).plugin,
   static: async () => (await import("../plugins/ipam/static/index.ts")).plugin,
+  dhcp: async () => (await import("../plugins/ipam/dhcp/index.ts")).load(),
 };
 
 /** Runnable by name but never installed: test doubles. */
