@@ -10,8 +10,10 @@ type Loader = () => Promise<Plugin>;
 export const PLUGINS: Record<string, Loader> = {
   bridge: async () => (await import("../plugins/main/bridge/index.ts")).plugin,
   dummy: async () => (await import("../plugins/main/dummy/index.ts")).plugin,
+  ipvlan: async () => (await import("../plugins/main/ipvlan/index.ts")).plugin,
   loopback: async () => (await import("../plugins/main/loopback/index.ts")).plugin,
   ptp: async () => (await import("../plugins/main/ptp/index.ts")).plugin,
+  vlan: async () => (await import("../plugins/main/vlan/index.ts")).plugin,
   portmap: async () => (await import("../plugins/meta/portmap/index.ts")).plugin,
   tuning: async () => (await import("../plugins/meta/tuning/index.ts")).plugin,
   bandwidth: async () => (await import("../plugins/meta/bandwidth/index.ts")).plugin,

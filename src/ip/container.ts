@@ -40,3 +40,18 @@ export async function withContainer<T>(netnsPath: string, fn: (c: Container) => 
     ns.close();
   }
 }
+
+/** Runs fn with a netlink socket in this process's (the host's) netns, closing it after. */
+export async function withHostSocket<T>(fn: (sock: NetlinkSocket) => T | Promise<T>): Promise<T> {
+  let sock: NetlinkSocket;
+  try {
+    sock = NetlinkSocket.open();
+  } catch (err) {
+    throw CniError.from(err, "opening a netlink socket in the host netns");
+  }
+  try {
+    return await fn(sock);
+  } finally {
+    sock.close();
+  }
+}

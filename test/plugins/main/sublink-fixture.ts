@@ -1,0 +1,90 @@
+/**
+ * A bed for plugins that give the container a sub-interface of a host link (vlan, ipvlan): a throwaway
+ * host netns whose `up0` is one end of a veth, the other end (`down0`) in a "wire" netns that plays the
+ * rest of the L2 network, and a container netns. The plugin runs as a process in the host netns.
+ */
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { makeNetns, type TempNetns, tempDir } from "../../helpers/netns.ts";
+import { runPlugin } from "../_run.ts";
+
+export interface Bed {
+  host: TempNetns;
+  wire: TempNetns;
+  cont: TempNetns;
+  dataDir: string;
+}
+
+export function sh(n: TempNetns, ...cmd: string[]): void {
+  const r = n.run(["ip", ...cmd]);
+  if (r.code !== 0) throw new Error(`ip ${cmd.join(" ")} in ${n.name}: ${r.stderr}`);
+}
+
+export function bed(prefix: string): Bed {
+  const host = makeNetns(`${prefix}h`);
+  const wire = makeNetns(`${prefix}w`);
+  const cont = makeNetns(`${prefix}c`);
+  sh(host, "link", "add", "up0", "type", "veth", "peer", "name", "down0", "netns", wire.name);
+  sh(host, "link", "set", "up0", "up");
+  sh(wire, "link", "set", "down0", "up");
+  return { host, wire, cont, dataDir: tempDir(`tscni-${prefix}-`).path };
+}
+
+export function ipam(b: Bed, subnet: string, extra: Record<string, unknown> = {}) {
+  return { type: "host-local", dataDir: b.dataDir, ranges: [[{ subnet }]], ...extra };
+}
+
+export function run(
+  b: Bed,
+  plugin: string,
+  command: string,
+  config: object,
+  o: { netns?: string; ifName?: string } = {},
+) {
+  return runPlugin({
+    plugin,
+    hostNetns: b.host.name,
+    env: {
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: "ctr1",
+      CNI_NETNS: o.netns ?? b.cont.path,
+      CNI_IFNAME: o.ifName ?? "net1",
+    },
+    config,
+  });
+}
+
+export interface IpLinkDetail {
+  ifname: string;
+  mtu: number;
+  address: string;
+  flags: string[];
+  link_netnsid?: number;
+  linkinfo?: { info_kind: string; info_data?: Record<string, unknown> };
+}
+
+export function ipLink(n: TempNetns, name: string): IpLinkDetail | undefined {
+  return (n.ip("-d", "link", "show") as IpLinkDetail[]).find((l) => l.ifname === name);
+}
+
+export function links(n: TempNetns): string[] {
+  return (n.ip("link", "show") as { ifname: string }[]).map((l) => l.ifname).filter((x) => x !== "lo");
+}
+
+export function addrs(n: TempNetns, dev: string): string[] {
+  const out = n.ip("addr", "show", "dev", dev) as { addr_info: { local: string; prefixlen: number }[] }[];
+  return (out[0]?.addr_info ?? [])
+    .filter((a) => !a.local.startsWith("fe80"))
+    .map((a) => `${a.local}/${a.prefixlen}`)
+    .sort();
+}
+
+/** host-local's reservation files of `network`. */
+export function reservations(b: Bed, network: string): string[] {
+  const dir = join(b.dataDir, network);
+  return existsSync(dir) ? readdirSync(dir).filter((f) => /^[0-9a-f.:]+$/.test(f) && /[.:]/.test(f)) : [];
+}
+
+export function ping(from: TempNetns, ip: string): boolean {
+  return from.run(["ping", "-c", "1", "-W", "2", ip]).code === 0;
+}
