@@ -289,3 +289,39 @@ describe("config", () => {
     expect(fwd.json.msg).toContain("firewalld");
   });
 });
+
+describe("concurrency", () => {
+  for (const backend of ["iptables", "nftables"]) {
+    test(`${backend}: 8 ADDs at once on an empty table all land, each rule once; 8 DELs leave none`, async () => {
+      const ids = Array.from({ length: 8 }, (_, i) => i);
+      const prev = (i: number) => ({
+        cniVersion: "1.0.0",
+        interfaces: [{ name: "br0" }],
+        ips: [{ address: `10.79.0.${100 + i}/24` }],
+      });
+      const adds = await Promise.all(
+        ids.map((i) => fw(net, "ADD", conf({ backend }, prev(i)), net.c1, { id: `p${i}` })),
+      );
+      for (const r of adds) expect(r.stderr + r.stdout.slice(0, 0)).toBe("");
+      expect(adds.map((r) => r.code)).toEqual(ids.map(() => 0));
+      if (backend === "iptables") {
+        const rules = filterRules(net);
+        expect(rules.filter((l) => l.startsWith("-A FORWARD"))).toHaveLength(1);
+        expect(rules.filter((l) => l.includes("CNI-ADMIN") && l.startsWith("-A CNI-FORWARD"))).toHaveLength(
+          1,
+        );
+        for (const i of ids) expect(rules.filter((l) => l.includes(`10.79.0.${100 + i}/32`))).toHaveLength(2);
+      } else {
+        const text = JSON.stringify(nftRuleset(net));
+        for (const i of ids) expect(text).toContain(`10.79.0.${100 + i}`);
+        expect(nftRuleset(net).filter((o) => o.rule?.table === "tscni_firewall")).toHaveLength(6);
+      }
+      const dels = await Promise.all(
+        ids.map((i) => fw(net, "DEL", conf({ backend }, prev(i)), net.c1, { id: `p${i}` })),
+      );
+      expect(dels.map((r) => r.code)).toEqual(ids.map(() => 0));
+      expect(filterRules(net).some((l) => l.includes("10.79.0.1"))).toBe(false);
+      expect(JSON.stringify(nftRuleset(net))).not.toContain("10.79.0.10");
+    });
+  }
+});

@@ -41,7 +41,7 @@ const TABLE = "filter";
 export const PRIV_CHAIN = "CNI-FORWARD";
 export const STAGE1 = "CNI-ISOLATION-STAGE-1";
 export const STAGE2 = "CNI-ISOLATION-STAGE-2";
-const ATTEMPTS = 3;
+const ATTEMPTS = 5;
 
 const privJump: RuleArgs = ["-m", "comment", "--comment", "CNI firewall plugin rules", "-j", PRIV_CHAIN];
 const adminJump = (admin: string): RuleArgs => [
