@@ -93,6 +93,18 @@ describe("iptables backend", () => {
     );
   });
 
+  test("a re-ADD with another address drops the old address's rules", async () => {
+    expect((await fw(net, "ADD", conf({ backend: "iptables" }, net.prevResult(net.c1)), net.c1)).code).toBe(
+      0,
+    );
+    const moved = { cniVersion: "1.0.0", interfaces: [{ name: "br0" }], ips: [{ address: "10.79.0.9/24" }] };
+    expect((await fw(net, "ADD", conf({ backend: "iptables" }, moved), net.c1)).code).toBe(0);
+    const rules = filterRules(net);
+    expect(rules.some((l) => l.includes("10.79.0.2/32"))).toBe(false);
+    expect(filterRules(net, 6).some((l) => l.includes("fd79::2"))).toBe(false);
+    expect(rules).toContain("-A CNI-FORWARD -s 10.79.0.9/32 -j ACCEPT");
+  });
+
   test("DEL without prevResult uses the record of ADD", async () => {
     const c = conf({ backend: "iptables" }, net.prevResult(net.c1));
     expect((await fw(net, "ADD", c, net.c1)).code).toBe(0);

@@ -60,6 +60,11 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
       await nftAdd({ owner: o, addrs: conf.addrs, isolation });
       return;
     }
+    // A re-ADD with other addresses: what the last ADD of this attachment allowed that the new one
+    // does not is removed afterwards (unless another attachment claims it).
+    const before = readRecord(conf.dataDir, o);
+    const dropped =
+      before?.backend === backend ? before.addrs.filter((a) => !conf.addrs.some((b) => b.ip === a.ip)) : [];
     writeRecord(conf.dataDir, o, {
       containerID: o.containerID,
       ifName: o.ifName,
@@ -68,8 +73,8 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
       addrs: conf.addrs,
     });
     undo.push({
-      what: `removing the firewall record of ${o.containerID}`,
-      run: () => removeRecord(conf.dataDir, o),
+      what: `restoring the firewall record of ${o.containerID}`,
+      run: () => (before ? writeRecord(conf.dataDir, o, before) : removeRecord(conf.dataDir, o)),
     });
     const undoAddrs = () => ownAddrs(conf, o, backend, conf.addrs);
     if (backend === "iptables") {
@@ -78,6 +83,7 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
         what: `deleting the firewall rules of ${o.containerID}`,
         run: () => iptablesDel(undoAddrs()),
       });
+      await iptablesDel(ownAddrs(conf, o, backend, dropped));
     } else {
       await firewalldAdd(conf.zone, conf.addrs);
       undo.push({
@@ -85,6 +91,7 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
         run: () => firewalldDel(conf.zone, undoAddrs()),
       });
       if (isolation) await iptablesIsolate(familiesOf(conf.addrs), isolation.bridge, isolation.policy);
+      await firewalldDel(before?.zone ?? conf.zone, ownAddrs(conf, o, backend, dropped));
     }
   });
   return conf.prevResult;
