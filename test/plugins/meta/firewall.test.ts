@@ -4,7 +4,8 @@
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
-import { cleanupAll, tempDir } from "../../helpers/netns.ts";
+import { cleanupAll, makeNetns, tempDir } from "../../helpers/netns.ts";
+import { runPlugin } from "../_run.ts";
 import { type FwNet, filterRules, fw, makeFwNet, nftRuleset, ping } from "./firewall-net.ts";
 
 let net: FwNet;
@@ -78,6 +79,54 @@ describe("iptables backend", () => {
     expect(check.json.code).toBe(999);
     expect(check.json.msg).toContain("10.79.0.2/32");
     expect(readdirSync(`${dataDir}/fwnet`)).toEqual([]);
+  });
+
+  test("bridge + firewall: with FORWARD policy DROP only the chain with firewall gets out", async () => {
+    net.host.run(["iptables", "-P", "FORWARD", "DROP"]);
+    const ctr = makeNetns("fwb");
+    const bridgeConf = {
+      cniVersion: "1.0.0",
+      name: "fwchain",
+      type: "bridge",
+      bridge: "cnifw0",
+      isGateway: true,
+      ipam: {
+        type: "host-local",
+        subnet: "10.81.0.0/24",
+        routes: [{ dst: "0.0.0.0/0" }],
+        dataDir: tempDir("tscni-fw-ipam-").path,
+      },
+    };
+    const env = { CNI_COMMAND: "ADD", CNI_CONTAINERID: "chain1", CNI_NETNS: ctr.path, CNI_IFNAME: "eth0" };
+    const br = await runPlugin({ plugin: "bridge", hostNetns: net.host.name, env, config: bridgeConf });
+    expect(br.code).toBe(0);
+    const ip = br.json.ips[0].address.split("/")[0];
+    expect(ping(ctr, "192.168.79.2")).toBe(false);
+    const fwConf = {
+      cniVersion: "1.0.0",
+      name: "fwchain",
+      type: "firewall",
+      backend: "iptables",
+      dataDir,
+      prevResult: br.json,
+    };
+    const add = await fw(net, "ADD", fwConf, undefined, { id: "chain1", env: { CNI_NETNS: ctr.path } });
+    expect(add.code).toBe(0);
+    expect(add.json).toEqual(br.json);
+    expect(ping(ctr, "192.168.79.2")).toBe(true);
+    expect(ping(net.peer, ip)).toBe(false);
+    expect(
+      (await fw(net, "DEL", fwConf, undefined, { id: "chain1", env: { CNI_NETNS: ctr.path } })).code,
+    ).toBe(0);
+    expect(ping(ctr, "192.168.79.2")).toBe(false);
+    const del = await runPlugin({
+      plugin: "bridge",
+      hostNetns: net.host.name,
+      env: { ...env, CNI_COMMAND: "DEL" },
+      config: bridgeConf,
+    });
+    expect(del.code).toBe(0);
+    expect(filterRules(net).some((l) => l.includes(ip))).toBe(false);
   });
 
   test("a second ADD adds nothing twice; iptablesAdminChainName names the admin chain", async () => {
