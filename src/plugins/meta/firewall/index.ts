@@ -77,19 +77,20 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
       run: () => (before ? writeRecord(conf.dataDir, o, before) : removeRecord(conf.dataDir, o)),
     });
     const undoAddrs = () => ownAddrs(conf, o, backend, conf.addrs);
+    // Undo first: a failure half-way (IPv6 after IPv4, the second address) leaves nothing behind.
     if (backend === "iptables") {
-      await iptablesAdd({ adminChain: conf.adminChain, addrs: conf.addrs, isolation });
       undo.push({
         what: `deleting the firewall rules of ${o.containerID}`,
         run: () => iptablesDel(undoAddrs()),
       });
+      await iptablesAdd({ adminChain: conf.adminChain, addrs: conf.addrs, isolation });
       await iptablesDel(ownAddrs(conf, o, backend, dropped));
     } else {
-      await firewalldAdd(conf.zone, conf.addrs);
       undo.push({
         what: `removing ${o.containerID}'s sources from zone ${conf.zone}`,
         run: () => firewalldDel(conf.zone, undoAddrs()),
       });
+      await firewalldAdd(conf.zone, conf.addrs);
       if (isolation) await iptablesIsolate(familiesOf(conf.addrs), isolation.bridge, isolation.policy);
       await firewalldDel(before?.zone ?? conf.zone, ownAddrs(conf, o, backend, dropped));
     }
