@@ -209,3 +209,18 @@ export function compareAndDelete(drops: readonly { set: string; elem: NftSetElem
   }
   return out;
 }
+
+/**
+ * The same compare-and-delete as `nft -f` script lines: "add element <table> <set> { k : v }" (fails
+ * the whole script if the element now has another value), then "delete element …". Without a value
+ * (a plain set) just the delete, which fails the script if the element is gone.
+ */
+export function compareAndDeleteLines(
+  table: string,
+  set: string,
+  key: string,
+  value?: string | number,
+): string[] {
+  const del = `delete element ${table} ${set} { ${key} }`;
+  return value === undefined ? [del] : [`add element ${table} ${set} { ${key} : ${value} }`, del];
+}

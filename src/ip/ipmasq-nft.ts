@@ -33,7 +33,13 @@
  */
 
 import { type NftTarget, nftQuote, nftTransact, withNftSocket } from "../firewall/nft.ts";
-import { compareAndDelete, decodeElem, encodeElem, type NftMapSchema } from "../firewall/nft-elems.ts";
+import {
+  compareAndDelete,
+  compareAndDeleteLines,
+  decodeElem,
+  encodeElem,
+  type NftMapSchema,
+} from "../firewall/nft-elems.ts";
 import {
   liveOwnerIDs,
   networkPrefix,
@@ -111,7 +117,7 @@ function addLine(e: Elem): string {
 
 /** Compare-and-delete: the add fails (aborting the transaction) unless the element still has our value. */
 function deleteLines(e: Elem): string[] {
-  return [`add element ${T} ${e.map} { ${e.key} : ${e.tag} }`, `delete element ${T} ${e.map} { ${e.key} }`];
+  return compareAndDeleteLines(T, e.map, e.key, e.tag);
 }
 
 interface NftState {

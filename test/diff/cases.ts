@@ -23,6 +23,7 @@ export const PLUGIN_KINDS: Record<string, string> = {
   portmap: "meta",
   bandwidth: "meta",
   tuning: "meta",
+  firewall: "meta",
 };
 export interface DiffCase {
   name: string;

@@ -46,12 +46,13 @@ describe("diff corpus", () => {
     }
   });
 
-  test("host-local and tuning state stays under the run's temp dir", () => {
+  test("host-local, tuning and firewall state stays under the run's temp dir", () => {
     for (const c of cases) {
       for (const p of plugins(c)) {
         const ipam = p.ipam as Plugin | undefined;
         if (ipam?.type === "host-local") expect(`${c.name}: ${ipam.dataDir}`).toBe(`${c.name}: \${DATADIR}`);
         if (p.type === "tuning") expect(`${c.name}: ${p.dataDir}`).toBe(`${c.name}: \${DATADIR}/tuning`);
+        if (p.type === "firewall") expect(`${c.name}: ${p.dataDir}`).toBe(`${c.name}: \${DATADIR}/firewall`);
       }
     }
   });

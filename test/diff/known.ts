@@ -69,6 +69,36 @@ export const KNOWN_ADJUSTMENTS: Record<string, Adjust> = {
     return changed;
   },
 
+  /** Ours records which addresses a firewall attachment was given (<dataDir>/<network>/<hash>). */
+  "firewall-records": (ours) => {
+    let changed = false;
+    for (const s of states(ours)) {
+      for (const f of Object.keys(s.store)) {
+        if (!f.startsWith("firewall/")) continue;
+        delete s.store[f];
+        changed = true;
+      }
+    }
+    return changed;
+  },
+
+  /** Ours writes upstream 1.9's isolation comments ("same-bridge|isolated"); 1.1.1 writes "same-bridge". */
+  "firewall-isolation-comments": (ours) => {
+    let changed = false;
+    for (const s of states(ours)) {
+      for (const fam of [s.firewall.iptables.v4, s.firewall.iptables.v6]) {
+        for (const [table, lines] of Object.entries(fam)) {
+          fam[table] = lines.map((l) => {
+            const m = l.replace("(ingressPolicy: same-bridge|isolated)", "(ingressPolicy: same-bridge)");
+            if (m !== l) changed = true;
+            return m;
+          });
+        }
+      }
+    }
+    return changed;
+  },
+
   /**
    * At 1.1.0 ours omits an empty dns, as upstream cni ≥ 1.2's types100 MarshalJSON does; Debian's 1.1.1
    * cannot speak 1.1.0 and runs such cases at 1.0.0, where it prints "dns": {}.

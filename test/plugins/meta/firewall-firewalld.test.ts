@@ -134,6 +134,21 @@ test.skipIf(!!why)(skipLabel("GC removes the sources of stale attachments only",
   expect((await fwd.sources("trusted")).sort()).toEqual(["10.79.1.2/32", "fd79:1::2/128"]);
 });
 
+test.skipIf(!!why)(
+  skipLabel("same-bridge with firewalld: upstream's iptables isolation chains, no CNI-FORWARD", why),
+  async () => {
+    const add = await fw(net, "ADD", conf(net.c1, { ingressPolicy: "same-bridge" }), net.c1, {
+      id: "c1",
+      env: env(),
+    });
+    expect(add.code).toBe(0);
+    const rules = filterRules(net);
+    expect(rules.some((l) => l.startsWith("-A CNI-ISOLATION-STAGE-1 -i br0 ! -o br0"))).toBe(true);
+    expect(rules.some((l) => l.includes("CNI-FORWARD"))).toBe(false);
+    expect((await fwd.sources("trusted")).sort()).toEqual(["10.79.0.2/32", "fd79::2/128"]);
+  },
+);
+
 test.skipIf(!!why)(skipLabel("STATUS is fine while firewalld runs", why), async () => {
   const st = await fw(net, "STATUS", conf(undefined), undefined, { env: env() });
   expect(st.stdout).toBe("");

@@ -114,3 +114,16 @@ test("nftables isolated: the bridge is isolated and has no same-bridge pass", as
   const check = await fw(net, "CHECK", conf("nftables", "isolated", net.c1), net.c1, { id: "c1" });
   expect(check.json.code).toBe(999);
 });
+
+test("iptables isolated adds upstream 1.9's same-bridge drop; CHECK sees it", async () => {
+  const r = await fw(net, "ADD", conf("iptables", "isolated", net.c1), net.c1, { id: "c1" });
+  expect(r.code).toBe(0);
+  expect(filterRules(net)).toContain(
+    '-A CNI-ISOLATION-STAGE-1 -i br0 -o br0 -m comment --comment "CNI firewall plugin rules (ingressPolicy: isolated)" -j DROP',
+  );
+  expect((await fw(net, "CHECK", conf("iptables", "isolated", net.c1), net.c1, { id: "c1" })).code).toBe(0);
+  net.host.run(["iptables", "-D", "CNI-ISOLATION-STAGE-1", "1"]);
+  const check = await fw(net, "CHECK", conf("iptables", "isolated", net.c1), net.c1, { id: "c1" });
+  expect(check.json.code).toBe(999);
+  expect(check.json.msg).toContain("CNI-ISOLATION-STAGE-1");
+});

@@ -4,7 +4,8 @@
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
-import { cleanupAll, tempDir } from "../../helpers/netns.ts";
+import { cleanupAll, makeNetns, tempDir } from "../../helpers/netns.ts";
+import { runPlugin } from "../_run.ts";
 import { type FwNet, filterRules, fw, makeFwNet, nftRuleset, ping } from "./firewall-net.ts";
 
 let net: FwNet;
@@ -80,6 +81,54 @@ describe("iptables backend", () => {
     expect(readdirSync(`${dataDir}/fwnet`)).toEqual([]);
   });
 
+  test("bridge + firewall: with FORWARD policy DROP only the chain with firewall gets out", async () => {
+    net.host.run(["iptables", "-P", "FORWARD", "DROP"]);
+    const ctr = makeNetns("fwb");
+    const bridgeConf = {
+      cniVersion: "1.0.0",
+      name: "fwchain",
+      type: "bridge",
+      bridge: "cnifw0",
+      isGateway: true,
+      ipam: {
+        type: "host-local",
+        subnet: "10.81.0.0/24",
+        routes: [{ dst: "0.0.0.0/0" }],
+        dataDir: tempDir("tscni-fw-ipam-").path,
+      },
+    };
+    const env = { CNI_COMMAND: "ADD", CNI_CONTAINERID: "chain1", CNI_NETNS: ctr.path, CNI_IFNAME: "eth0" };
+    const br = await runPlugin({ plugin: "bridge", hostNetns: net.host.name, env, config: bridgeConf });
+    expect(br.code).toBe(0);
+    const ip = br.json.ips[0].address.split("/")[0];
+    expect(ping(ctr, "192.168.79.2")).toBe(false);
+    const fwConf = {
+      cniVersion: "1.0.0",
+      name: "fwchain",
+      type: "firewall",
+      backend: "iptables",
+      dataDir,
+      prevResult: br.json,
+    };
+    const add = await fw(net, "ADD", fwConf, undefined, { id: "chain1", env: { CNI_NETNS: ctr.path } });
+    expect(add.code).toBe(0);
+    expect(add.json).toEqual(br.json);
+    expect(ping(ctr, "192.168.79.2")).toBe(true);
+    expect(ping(net.peer, ip)).toBe(false);
+    expect(
+      (await fw(net, "DEL", fwConf, undefined, { id: "chain1", env: { CNI_NETNS: ctr.path } })).code,
+    ).toBe(0);
+    expect(ping(ctr, "192.168.79.2")).toBe(false);
+    const del = await runPlugin({
+      plugin: "bridge",
+      hostNetns: net.host.name,
+      env: { ...env, CNI_COMMAND: "DEL" },
+      config: bridgeConf,
+    });
+    expect(del.code).toBe(0);
+    expect(filterRules(net).some((l) => l.includes(ip))).toBe(false);
+  });
+
   test("a second ADD adds nothing twice; iptablesAdminChainName names the admin chain", async () => {
     const c = conf({ backend: "iptables", iptablesAdminChainName: "MY-ADMIN" }, net.prevResult(net.c1));
     expect((await fw(net, "ADD", c, net.c1)).code).toBe(0);
@@ -91,6 +140,18 @@ describe("iptables backend", () => {
     expect(rules).toContain(
       '-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j MY-ADMIN',
     );
+  });
+
+  test("a re-ADD with another address drops the old address's rules", async () => {
+    expect((await fw(net, "ADD", conf({ backend: "iptables" }, net.prevResult(net.c1)), net.c1)).code).toBe(
+      0,
+    );
+    const moved = { cniVersion: "1.0.0", interfaces: [{ name: "br0" }], ips: [{ address: "10.79.0.9/24" }] };
+    expect((await fw(net, "ADD", conf({ backend: "iptables" }, moved), net.c1)).code).toBe(0);
+    const rules = filterRules(net);
+    expect(rules.some((l) => l.includes("10.79.0.2/32"))).toBe(false);
+    expect(filterRules(net, 6).some((l) => l.includes("fd79::2"))).toBe(false);
+    expect(rules).toContain("-A CNI-FORWARD -s 10.79.0.9/32 -j ACCEPT");
   });
 
   test("DEL without prevResult uses the record of ADD", async () => {
@@ -288,4 +349,40 @@ describe("config", () => {
     expect(fwd.json.code).toBe(50);
     expect(fwd.json.msg).toContain("firewalld");
   });
+});
+
+describe("concurrency", () => {
+  for (const backend of ["iptables", "nftables"]) {
+    test(`${backend}: 8 ADDs at once on an empty table all land, each rule once; 8 DELs leave none`, async () => {
+      const ids = Array.from({ length: 8 }, (_, i) => i);
+      const prev = (i: number) => ({
+        cniVersion: "1.0.0",
+        interfaces: [{ name: "br0" }],
+        ips: [{ address: `10.79.0.${100 + i}/24` }],
+      });
+      const adds = await Promise.all(
+        ids.map((i) => fw(net, "ADD", conf({ backend }, prev(i)), net.c1, { id: `p${i}` })),
+      );
+      for (const r of adds) expect(r.stderr + r.stdout.slice(0, 0)).toBe("");
+      expect(adds.map((r) => r.code)).toEqual(ids.map(() => 0));
+      if (backend === "iptables") {
+        const rules = filterRules(net);
+        expect(rules.filter((l) => l.startsWith("-A FORWARD"))).toHaveLength(1);
+        expect(rules.filter((l) => l.includes("CNI-ADMIN") && l.startsWith("-A CNI-FORWARD"))).toHaveLength(
+          1,
+        );
+        for (const i of ids) expect(rules.filter((l) => l.includes(`10.79.0.${100 + i}/32`))).toHaveLength(2);
+      } else {
+        const text = JSON.stringify(nftRuleset(net));
+        for (const i of ids) expect(text).toContain(`10.79.0.${100 + i}`);
+        expect(nftRuleset(net).filter((o) => o.rule?.table === "tscni_firewall")).toHaveLength(6);
+      }
+      const dels = await Promise.all(
+        ids.map((i) => fw(net, "DEL", conf({ backend }, prev(i)), net.c1, { id: `p${i}` })),
+      );
+      expect(dels.map((r) => r.code)).toEqual(ids.map(() => 0));
+      expect(filterRules(net).some((l) => l.includes("10.79.0.1"))).toBe(false);
+      expect(JSON.stringify(nftRuleset(net))).not.toContain("10.79.0.10");
+    });
+  }
 });

@@ -60,6 +60,11 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
       await nftAdd({ owner: o, addrs: conf.addrs, isolation });
       return;
     }
+    // A re-ADD with other addresses: what the last ADD of this attachment allowed that the new one
+    // does not is removed afterwards (unless another attachment claims it).
+    const before = readRecord(conf.dataDir, o);
+    const dropped =
+      before?.backend === backend ? before.addrs.filter((a) => !conf.addrs.some((b) => b.ip === a.ip)) : [];
     writeRecord(conf.dataDir, o, {
       containerID: o.containerID,
       ifName: o.ifName,
@@ -68,23 +73,26 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
       addrs: conf.addrs,
     });
     undo.push({
-      what: `removing the firewall record of ${o.containerID}`,
-      run: () => removeRecord(conf.dataDir, o),
+      what: `restoring the firewall record of ${o.containerID}`,
+      run: () => (before ? writeRecord(conf.dataDir, o, before) : removeRecord(conf.dataDir, o)),
     });
     const undoAddrs = () => ownAddrs(conf, o, backend, conf.addrs);
+    // Undo first: a failure half-way (IPv6 after IPv4, the second address) leaves nothing behind.
     if (backend === "iptables") {
-      await iptablesAdd({ adminChain: conf.adminChain, addrs: conf.addrs, isolation });
       undo.push({
         what: `deleting the firewall rules of ${o.containerID}`,
         run: () => iptablesDel(undoAddrs()),
       });
+      await iptablesAdd({ adminChain: conf.adminChain, addrs: conf.addrs, isolation });
+      await iptablesDel(ownAddrs(conf, o, backend, dropped));
     } else {
-      await firewalldAdd(conf.zone, conf.addrs);
       undo.push({
         what: `removing ${o.containerID}'s sources from zone ${conf.zone}`,
         run: () => firewalldDel(conf.zone, undoAddrs()),
       });
+      await firewalldAdd(conf.zone, conf.addrs);
       if (isolation) await iptablesIsolate(familiesOf(conf.addrs), isolation.bridge, isolation.policy);
+      await firewalldDel(before?.zone ?? conf.zone, ownAddrs(conf, o, backend, dropped));
     }
   });
   return conf.prevResult;

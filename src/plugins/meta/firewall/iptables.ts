@@ -26,6 +26,7 @@
 import {
   hasRule,
   type IPFamily,
+  iptablesRestore,
   iptablesTransact,
   jumpsTo,
   type RuleArgs,
@@ -41,7 +42,7 @@ const TABLE = "filter";
 export const PRIV_CHAIN = "CNI-FORWARD";
 export const STAGE1 = "CNI-ISOLATION-STAGE-1";
 export const STAGE2 = "CNI-ISOLATION-STAGE-2";
-const ATTEMPTS = 3;
+const ATTEMPTS = 5;
 
 const privJump: RuleArgs = ["-m", "comment", "--comment", "CNI firewall plugin rules", "-j", PRIV_CHAIN];
 const adminJump = (admin: string): RuleArgs => [
@@ -171,15 +172,31 @@ export async function iptablesAdd(o: IptablesAddOptions): Promise<void> {
   }
 }
 
-/** DEL: the rules of these addresses; chains, jumps and isolation stay (upstream's DEL keeps them). */
+/**
+ * DEL: the rules of these addresses; chains, jumps and isolation stay (upstream's DEL keeps them).
+ * Optimistic first: one restore that deletes every rule (the usual DEL, where they exist); if that
+ * fails (some are gone: a second DEL, an upstream DEL before), read the table and delete what is there.
+ */
 export async function iptablesDel(addrs: readonly FwAddr[]): Promise<void> {
   for (const family of familiesOf(addrs)) {
     const rules = addrs.filter((a) => a.family === family).flatMap(addrRules);
+    const what = `deleting IPv${family} firewall rules`;
+    try {
+      await iptablesRestore(
+        family,
+        TABLE,
+        rules.map((r) => ruleLine("-D", PRIV_CHAIN, r)),
+        { what },
+      );
+      continue;
+    } catch {
+      // Not all of them there: plan from the table.
+    }
     await iptablesTransact(
       family,
       TABLE,
       (saved) => rules.filter((r) => hasRule(saved, PRIV_CHAIN, r)).map((r) => ruleLine("-D", PRIV_CHAIN, r)),
-      { what: `deleting IPv${family} firewall rules`, attempts: ATTEMPTS },
+      { what, attempts: ATTEMPTS },
     );
   }
 }

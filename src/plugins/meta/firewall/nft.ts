@@ -30,7 +30,13 @@
  * `nft -f -` (the whole change in that one script).
  */
 import { type NftTarget, nftQuote, nftTransact, withNftSocket } from "../../../firewall/nft.ts";
-import { compareAndDelete, decodeElem, encodeElem, type NftMapSchema } from "../../../firewall/nft-elems.ts";
+import {
+  compareAndDelete,
+  compareAndDeleteLines,
+  decodeElem,
+  encodeElem,
+  type NftMapSchema,
+} from "../../../firewall/nft-elems.ts";
 import {
   liveOwnerIDs,
   networkPrefix,
@@ -175,11 +181,7 @@ function elemChanges(p: Plan): NftElemChange[] {
 }
 
 function scriptLines(p: Plan): string[] {
-  const drop = p.drop.flatMap((e) =>
-    e.tag === undefined
-      ? [`delete element ${T} ${e.set} { ${e.key} }`]
-      : [`add element ${T} ${e.set} { ${e.key} : ${e.tag} }`, `delete element ${T} ${e.set} { ${e.key} }`],
-  );
+  const drop = p.drop.flatMap((e) => compareAndDeleteLines(T, e.set, e.key, e.tag));
   const add = p.add.map(
     (e) =>
       `add element ${T} ${e.set} { ${e.key} comment ${nftQuote(e.comment)}${e.tag === undefined ? "" : ` : ${e.tag}`} }`,

@@ -59,7 +59,13 @@ import {
   nftTransact,
   withNftSocket,
 } from "../../../firewall/nft.ts";
-import { compareAndDelete, decodeElem, encodeElem, type NftMapSchema } from "../../../firewall/nft-elems.ts";
+import {
+  compareAndDelete,
+  compareAndDeleteLines,
+  decodeElem,
+  encodeElem,
+  type NftMapSchema,
+} from "../../../firewall/nft-elems.ts";
 import {
   liveOwnerIDs,
   networkPrefix,
@@ -198,7 +204,7 @@ export function addElementLines(elems: readonly Elem[]): string[] {
 
 /** Compare-and-delete: the add fails (aborting the transaction) unless the element still has this value. */
 function deleteLines(e: Elem): string[] {
-  return [`add element ${T} ${e.map} { ${e.key} : ${e.value} }`, `delete element ${T} ${e.map} { ${e.key} }`];
+  return compareAndDeleteLines(T, e.map, e.key, e.value);
 }
 
 function dnatRules(chain: string, conf: Pick<PortmapConf, "conditionsV4" | "conditionsV6">): string[] {
