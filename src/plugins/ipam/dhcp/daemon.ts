@@ -396,14 +396,19 @@ export async function runDaemon(argv: string[]): Promise<number> {
     }
   }
   if (fd === undefined) {
-    if (existsSync(socketPath)) {
-      if (unixSocketAlive(socketPath)) {
-        log(`another dhcp daemon is listening on ${socketPath}; not starting`);
-        return 1;
+    try {
+      if (existsSync(socketPath)) {
+        if (unixSocketAlive(socketPath)) {
+          log(`another dhcp daemon is listening on ${socketPath}; not starting`);
+          return 1;
+        }
+        unlinkSync(socketPath); // a stale socket of a daemon that died
       }
-      unlinkSync(socketPath); // a stale socket of a daemon that died
+      mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
+    } catch (err) {
+      log(`Error getting listener: preparing ${socketPath}: ${(err as Error).message}`);
+      return 1;
     }
-    mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
   }
   const d = new Dhcp(o);
   try {

@@ -310,6 +310,35 @@ describe("daemon lifecycle", () => {
     }
   }, 60_000);
 
+  test("-hostprefix: the daemon opens netns and socket under the prefix", async () => {
+    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
+    // /proc/self/root is "/" seen through a prefix: the socket lands on the same file
+    const d = await startDaemon({ extra: ["-hostprefix", "/proc/self/root"] });
+    const c = addContainer(srv);
+    try {
+      expect(d.output()).toContain(`listening on /proc/self/root${d.socket}`);
+      const add = await runDhcp({
+        command: "ADD",
+        containerID: "pfx",
+        netns: c.path,
+        config: ipamConf(d.socket),
+      });
+      expect(add.code).toBe(0);
+      expect(JSON.parse(readFileSync(join(d.stateDir, readdirSync(d.stateDir)[0]!), "utf8")).netns).toBe(
+        `/proc/self/root${c.path}`,
+      );
+      expect(
+        (await runDhcp({ command: "DEL", containerID: "pfx", netns: c.path, config: ipamConf(d.socket) }))
+          .code,
+      ).toBe(0);
+      await until("the release", () => srv.leases().length === 0, 5000);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+
   test.skipIf(!existsSync("/usr/bin/systemd-socket-activate"))(
     "systemd socket activation (LISTEN_FDS)",
     async () => {
