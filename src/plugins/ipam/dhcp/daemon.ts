@@ -268,8 +268,17 @@ export class Dhcp {
         broadcast: this.opts.broadcast,
         lease,
       };
-      this.store.save(record);
       const k = new LeaseKeeper(record, this.ctx());
+      try {
+        this.store.save(record);
+      } catch (err) {
+        // Not kept, so not held: give the address back rather than leak it.
+        await k.stop(true);
+        throw new CniError(
+          ErrCode.IOFailure,
+          `dhcp: saving the lease in ${this.opts.stateDir}: ${(err as Error).message}`,
+        );
+      }
       this.keepers.set(id, k);
       k.start();
       const took = (performance.now() - t0).toFixed(1);

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cleanupAll, tempDir } from "../../../helpers/netns.ts";
 import { BUN } from "../../_run.ts";
@@ -303,6 +303,31 @@ describe("daemon lifecycle", () => {
       const del = await runDhcp({ command: "DEL", containerID: "term", netns: c.path, config: conf });
       expect(del.code).toBe(0);
       await until("the release", () => srv.log().includes(`DHCPRELEASE(br0) ${ip} ${c.mac}`), 5000);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+
+  test("a lease that cannot be saved is released and ADD fails with code 5", async () => {
+    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
+    const d = await startDaemon();
+    const c = addContainer(srv);
+    try {
+      rmSync(d.stateDir, { recursive: true });
+      writeFileSync(d.stateDir, "not a directory");
+      const add = await runDhcp({
+        command: "ADD",
+        containerID: "nosave",
+        netns: c.path,
+        config: ipamConf(d.socket),
+      });
+      expect(add.code).toBe(1);
+      expect(add.json.code).toBe(5);
+      expect(add.json.msg).toContain("saving the lease");
+      await until("the release", () => srv.log().includes("DHCPRELEASE(br0)"), 5000);
+      expect(srv.leases()).toHaveLength(0);
     } finally {
       await d.stop();
       c.cleanup();
