@@ -26,6 +26,7 @@ export interface KeeperContext {
   timing: ClientTiming;
   /** How long an acquisition keeps trying (upstream's -resendtimeout). */
   resendTimeoutMs: number;
+  arpCheckMs: number;
   log(msg: string): void;
 }
 
@@ -43,7 +44,7 @@ export class LeaseKeeper {
   ) {}
 
   get attachment(): Attachment {
-    return attachmentOf(this.record);
+    return { ...attachmentOf(this.record), arpCheckMs: this.ctx.arpCheckMs };
   }
 
   get lease(): Bound {

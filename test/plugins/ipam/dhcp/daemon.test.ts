@@ -138,6 +138,44 @@ describe("options", () => {
   }, 60_000);
 });
 
+describe("address conflicts", () => {
+  test("-arpcheck: an address another host answers for is DECLINEd and another one leased", async () => {
+    const hex = [0, ...new TextEncoder().encode("decl/dhcptest/eth0")].map((b) =>
+      b.toString(16).padStart(2, "0"),
+    );
+    // dnsmasq wants to give this client .150 — which a squatter already uses (dnsmasq runs with --no-ping)
+    const srv = await startServer({
+      extra: ["--dhcp-option=option:router,10.$N.0.1", `--dhcp-host=id:${hex.join(":")},10.$N.0.150`],
+    });
+    const taken = srv.gw.replace(/1$/, "150");
+    const d = await startDaemon({ extra: ["-arpcheck", "300ms"] });
+    const sq = addContainer(srv);
+    const c = addContainer(srv);
+    try {
+      sq.ip("addr", "add", `${taken}/24`, "dev", "eth0");
+      sq.ip("link", "set", "eth0", "up");
+      await until("the squatter's link", () => sq.ip("link", "show", "eth0")[0].operstate === "UP", 5000);
+      const add = await runDhcp({
+        command: "ADD",
+        containerID: "decl",
+        netns: c.path,
+        config: ipamConf(d.socket),
+      });
+      expect(add.code).toBe(0);
+      const got = add.json.ips[0].address.split("/")[0];
+      expect(got).not.toBe(taken);
+      expect(srv.log()).toContain(`DHCPDECLINE(br0) ${taken} ${c.mac}`);
+      expect(d.output()).toContain(`${taken} is in use by ${sq.mac}: declined`);
+      expect(srv.leases().map((l) => l[2])).toEqual([got]);
+    } finally {
+      await d.stop();
+      sq.cleanup();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+});
+
 describe("lease upkeep", () => {
   // dnsmasq's shortest lease is 2 min and it never sends T1 below 1 min: this test waits ~1 min.
   test("kill -9 of the daemon: the restarted daemon renews the lease at T1 and DEL releases it", async () => {
