@@ -192,6 +192,9 @@ describe("lease upkeep", () => {
       const first = expiry();
       expect(first).toBeGreaterThan(0);
       expect(readdirSync(join(dir, "state"))).toHaveLength(1);
+      // the container uses the address (as a main plugin would have set it up)
+      c.ip("addr", "add", add.json.ips[0].address, "dev", "eth0");
+      c.ip("link", "set", "eth0", "up");
 
       await d.kill9();
       d = await startDaemon({ dir });
@@ -202,7 +205,8 @@ describe("lease upkeep", () => {
       expect(
         srv.log().match(new RegExp(`DHCPACK\\(br0\\) ${ip.replaceAll(".", "\\.")} ${c.mac}`, "g")),
       ).toHaveLength(2);
-      // the container kept its address
+      // the container kept its address and still reaches the server with it
+      expect(c.run(["ping", "-c", "1", "-W", "2", srv.gw]).code).toBe(0);
       expect(
         srv
           .leases()
