@@ -377,6 +377,40 @@ describe("daemon lifecycle", () => {
     }
   }, 60_000);
 
+  test("no DHCP server: ADD fails after -resendtimeout, having retransmitted; nothing is kept", async () => {
+    const srv = await startServer();
+    srv.proc.kill("SIGKILL"); // the bridge stays, the server is gone
+    await srv.proc.exited;
+    const d = await startDaemon({ extra: ["-resendtimeout", "2500ms"] });
+    const c = addContainer(srv);
+    try {
+      // no IPv6 chatter: every frame eth0 sends is one of our DISCOVERs
+      expect(
+        c.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+          .code,
+      ).toBe(0);
+      const t0 = Date.now();
+      const add = await runDhcp({
+        command: "ADD",
+        containerID: "nosrv",
+        netns: c.path,
+        config: ipamConf(d.socket),
+      });
+      const took = Date.now() - t0;
+      expect(add.code).toBe(1);
+      expect(add.json.msg).toContain("DHCPDISCOVER: no answer from a DHCP server");
+      expect(took).toBeGreaterThanOrEqual(2400);
+      expect(took).toBeLessThan(10_000);
+      expect(readdirSync(d.stateDir)).toEqual([]);
+      // the first DISCOVER and at least one retransmission (2 s ± 1 s later) left eth0
+      expect(c.ip("-s", "link", "show", "eth0")[0].stats64.tx.packets).toBeGreaterThanOrEqual(2);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+
   test("-hostprefix: the daemon opens netns and socket under the prefix", async () => {
     const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
     // /proc/self/root is "/" seen through a prefix: the socket lands on the same file
