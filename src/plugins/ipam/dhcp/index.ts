@@ -53,6 +53,11 @@ function exchange(path: string, request: Uint8Array, timeoutMs: number): Promise
         data: (_s, d) => {
           chunks.push(new Uint8Array(d));
         },
+        // The daemon ends its side after the answer: that is the whole answer.
+        end: (s) => {
+          s.end();
+          done();
+        },
         close: () => done(),
         error: (_s, e) => done(e),
         connectError: (_s, e) => done(e),
