@@ -226,6 +226,75 @@ describe("lease upkeep", () => {
     }
   }, 120_000);
 
+  test("a restarted daemon picks up each state from the lease file: RENEWING, REBINDING, expired", async () => {
+    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
+    const dir = tempDir("tscni-dhcpd-").path;
+    let d = await startDaemon({ dir });
+    const c = addContainer(srv);
+    try {
+      const conf = ipamConf(d.socket);
+      const add = await runDhcp({ command: "ADD", containerID: "states", netns: c.path, config: conf });
+      expect(add.code).toBe(0);
+      const ip = add.json.ips[0].address.split("/")[0];
+      const file = join(d.stateDir, readdirSync(d.stateDir)[0]!);
+      const acks = () =>
+        srv
+          .log()
+          .split("\n")
+          .filter((l) => l.includes(`DHCPACK(br0) ${ip} ${c.mac}`)).length;
+      const past = new Date(Date.now() - 1000).toISOString();
+      // Edits the saved lease as a daemon killed at that point of the lease would have left it.
+      const restartWith = async (edit: Record<string, string>) => {
+        await d.kill9();
+        writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, "utf8")), ...edit }));
+        d = await startDaemon({ dir });
+      };
+
+      await restartWith({ renewAt: past });
+      await until("the renewal", () => acks() === 2);
+      expect(d.output()).toContain(`renewing lease ${ip}`);
+      await until(
+        "the renewed lease on disk",
+        () => Date.parse(JSON.parse(readFileSync(file, "utf8")).renewAt) > Date.now(),
+      );
+
+      // rebinding is a broadcast: it needs no server address
+      await restartWith({ renewAt: past, rebindAt: past, serverMac: "02:00:00:00:00:99" });
+      await until("the rebinding", () => acks() === 3);
+      expect(d.output()).toContain(`rebinding ${ip}`);
+      await until(
+        "the rebound lease on disk",
+        () => JSON.parse(readFileSync(file, "utf8")).serverMac !== "02:00:00:00:00:99",
+      );
+
+      // expired: a DISCOVER that asks for the address again, and gets it
+      await restartWith({ renewAt: past, rebindAt: past, expireAt: past });
+      await until("the new lease", () => acks() === 4);
+      expect(d.output()).toContain(`lease ${ip} expired, acquiring a new one`);
+      // dnsmasq shows the address a DISCOVER asks for (option 50) before the MAC
+      const discovers = srv
+        .log()
+        .split("\n")
+        .filter((l) => l.includes("DHCPDISCOVER(br0)") && l.includes(c.mac));
+      expect(discovers).toHaveLength(2);
+      expect(discovers[1]).toContain(`DHCPDISCOVER(br0) ${ip} ${c.mac}`);
+      await until(
+        "the new lease on disk",
+        () => Date.parse(JSON.parse(readFileSync(file, "utf8")).expireAt) > Date.now(),
+      );
+      expect(JSON.parse(readFileSync(file, "utf8")).ip).toBe(ip);
+
+      expect(
+        (await runDhcp({ command: "DEL", containerID: "states", netns: c.path, config: conf })).code,
+      ).toBe(0);
+      await until("the release", () => srv.log().includes(`DHCPRELEASE(br0) ${ip} ${c.mac}`), 5000);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+
   test("16 parallel ADDs get 16 distinct leases; 16 DELs release them all", async () => {
     const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
     const d = await startDaemon();
