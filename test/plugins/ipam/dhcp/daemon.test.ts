@@ -295,6 +295,39 @@ describe("lease upkeep", () => {
     }
   }, 60_000);
 
+  test("a DHCPNAK to the renewal ends the lease: the daemon starts over and gets a new one", async () => {
+    const srv = await startServer({
+      extra: ["--dhcp-option=option:router,10.$N.0.1", "--dhcp-authoritative"],
+    });
+    const dir = tempDir("tscni-dhcpd-").path;
+    let d = await startDaemon({ dir });
+    const c = addContainer(srv);
+    try {
+      const conf = ipamConf(d.socket);
+      const add = await runDhcp({ command: "ADD", containerID: "nak", netns: c.path, config: conf });
+      expect(add.code).toBe(0);
+      const file = join(d.stateDir, readdirSync(d.stateDir)[0]!);
+      // a lease dnsmasq never gave (outside its range), due for renewal
+      const bogus = srv.gw.replace(/1$/, "50");
+      await d.kill9();
+      const saved = JSON.parse(readFileSync(file, "utf8"));
+      writeFileSync(
+        file,
+        JSON.stringify({ ...saved, ip: bogus, renewAt: new Date(Date.now() - 1000).toISOString() }),
+      );
+      d = await startDaemon({ dir });
+      await until("the NAK", () => srv.log().includes(`DHCPNAK(br0) ${bogus} ${c.mac}`));
+      await until("a new lease on disk", () => JSON.parse(readFileSync(file, "utf8")).ip !== bogus);
+      expect(d.output()).toContain(`DHCPNAK for ${bogus}`);
+      const now = JSON.parse(readFileSync(file, "utf8")).ip;
+      expect(srv.leases().map((l) => l[2])).toContain(now);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+
   test("16 parallel ADDs get 16 distinct leases; 16 DELs release them all", async () => {
     const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
     const d = await startDaemon();
