@@ -1,27 +1,29 @@
 /**
- * dhcp IPAM ADD latency with dnsmasq on this machine: the compiled tscni run as `dhcp` talking to
- * its daemon vs upstream's /usr/lib/cni/dhcp plugin talking to upstream's daemon, same driver, same
- * dnsmasq, interleaved. Each ADD is a full DORA for a container whose eth0 is a port of the
- * server's bridge (DEL, untimed, releases it). Goal: ≤ 0.5× upstream.
+ * dhcp IPAM ADD latency with dnsmasq on this machine, every side driven by tscni's libcni (one
+ * plugin, `type: dhcp`, as a list): the compiled tscni exec'd as `dhcp` and talking to its daemon;
+ * the same run in-process (libcni's inProcessExec: how tscni's own runtime calls it); upstream's
+ * /usr/lib/cni/dhcp exec'd and talking to upstream's daemon. Same dnsmasq, interleaved. Each ADD is
+ * a full DORA for a container whose eth0 is a port of the server's bridge (DEL, untimed, releases
+ * it). Each executable's VERSION is timed too, to separate process start-up from the daemon's work.
+ * Goal: ≤ 0.5× upstream.
  */
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { loadPlugin } from "../src/cli/registry.ts";
+import { CNIConfig, defaultExec, type Exec, inProcessExec } from "../src/libcni/index.ts";
+import { pluginMain } from "../src/skel/skel.ts";
+import { confListFromObject } from "../src/spec/conf.ts";
 import { buildTscni } from "../test/helpers/build.ts";
 import { cleanupAll } from "../test/helpers/netns.ts";
-import {
-  addContainer,
-  ipamConf,
-  startDaemon,
-  startServer,
-  UPSTREAM_DHCP,
-} from "../test/plugins/ipam/dhcp/fixture.ts";
+import { addContainer, startDaemon, startServer, UPSTREAM_DHCP } from "../test/plugins/ipam/dhcp/fixture.ts";
 import { interleaved, machineLine, type Side, table, writeSection } from "./lib.ts";
 
 const exe = buildTscni();
 const root = mkdtempSync(join(tmpdir(), "tscni-bench-dhcp-"));
-mkdirSync(join(root, "bin"));
-const ours = join(root, "bin", "dhcp");
+const ourBin = join(root, "bin");
+mkdirSync(ourBin);
+const ours = join(ourBin, "dhcp");
 symlinkSync(exe, ours);
 
 const srv = await startServer({
@@ -31,33 +33,26 @@ const dOurs = await startDaemon({ exe: ours, dir: join(root, "ours") });
 const dUp = await startDaemon({ upstream: true, dir: join(root, "up") });
 
 let seq = 0;
-function side(name: string, plugin: string, socket: string): Side {
+function side(name: string, cniPath: string, socket: string, exec: Exec): Side {
   const c = addContainer(srv);
-  let id = "";
-  const call = (cmd: string) => {
-    const p = Bun.spawnSync([plugin], {
-      env: {
-        CNI_COMMAND: cmd,
-        CNI_CONTAINERID: id,
-        CNI_NETNS: c.path,
-        CNI_IFNAME: "eth0",
-        CNI_PATH: "/nonexistent",
-      },
-      stdin: new TextEncoder().encode(JSON.stringify(ipamConf(socket))),
-    });
-    if (p.exitCode !== 0) throw new Error(`${name} ${cmd}: ${p.stdout}${p.stderr}`);
-  };
+  const list = confListFromObject({
+    cniVersion: "1.0.0",
+    name: "dhbench",
+    plugins: [{ type: "dhcp", ipam: { type: "dhcp", daemonSocketPath: socket } }],
+  });
+  const cni = new CNIConfig({ path: [cniPath], cacheDir: join(root, `cache-${++seq}`), exec });
+  let rt = { containerID: "", netNS: c.path, ifName: "eth0" };
   return {
     name,
     before: () => {
-      id = `bench-${++seq}`;
+      rt = { ...rt, containerID: `bench-${++seq}` };
     },
-    run: () => call("ADD"),
-    after: () => call("DEL"),
+    run: () => cni.addNetworkList(list, rt),
+    after: () => cni.delNetworkList(list, rt),
   };
 }
 
-/** The same executable's VERSION: its start-up alone, to take out of ADD. */
+/** The same executable's VERSION: its start-up alone. */
 function version(name: string, plugin: string): Side {
   return {
     name,
@@ -74,8 +69,14 @@ function version(name: string, plugin: string): Side {
 try {
   const stats = await interleaved(
     [
-      side("tscni ADD", ours, dOurs.socket),
-      side("upstream ADD", UPSTREAM_DHCP, dUp.socket),
+      side("tscni ADD (exec)", ourBin, dOurs.socket, defaultExec),
+      side(
+        "tscni ADD (in-process)",
+        ourBin,
+        dOurs.socket,
+        inProcessExec({ resolve: loadPlugin, pluginMain, self: exe }),
+      ),
+      side("upstream ADD", "/usr/lib/cni", dUp.socket, defaultExec),
       version("tscni VERSION", ours),
       version("upstream VERSION", UPSTREAM_DHCP),
     ],
@@ -84,13 +85,15 @@ try {
   );
   const t = table(stats, "upstream ADD");
   const med = (n: string) => stats.find((s) => s.name === n)!.medianMs;
-  const oursD = med("tscni ADD") - med("tscni VERSION");
+  const oursD = med("tscni ADD (exec)") - med("tscni VERSION");
   const upD = med("upstream ADD") - med("upstream VERSION");
-  const daemon = `ADD − VERSION (the daemon's DORA + the plugin ↔ daemon call, without process start-up): tscni ${oursD.toFixed(2)} ms, upstream ${upD.toFixed(2)} ms (${(oursD / upD).toFixed(2)}×).`;
+  const daemon =
+    `ADD − VERSION (the daemon's DORA and the plugin ↔ daemon call, without process start-up): ` +
+    `tscni ${oursD.toFixed(2)} ms, upstream ${upD.toFixed(2)} ms (${(oursD / upD).toFixed(2)}×).`;
   console.log(`${t}\n${daemon}`);
   writeSection(
     "dhcp",
-    `## dhcp IPAM ADD (DORA against dnsmasq in a netns, through each side's daemon)\n\n${machineLine()}\n\n${t}\n\n${daemon}\n\nGoal: ≤ 0.5× upstream.`,
+    `## dhcp IPAM ADD (DORA against dnsmasq in a netns, through each side's daemon, driven by libcni)\n\n${machineLine()}\n\n${t}\n\n${daemon}\n\nGoal: ≤ 0.5× upstream.`,
   );
 } finally {
   await dOurs.stop();

@@ -1,7 +1,7 @@
 /**
  * Sockets the DHCP client and its plugin need that libc.ts does not bind: AF_PACKET raw sockets (a
  * DHCP client talks before its interface has an address), a classic BPF filter on them, poll(2), and a
- * blocking AF_UNIX stream client with a deadline (the plugin's call to its daemon). Like libc.ts, every
+ * probe of an AF_UNIX socket (is a daemon listening?). Like libc.ts, every
  * wrapper checks the return value, reads errno at once and throws a SysError naming the operation.
  * Its own dlopen, made on first use, so processes that never touch these pay nothing.
  */
@@ -19,8 +19,6 @@ function load() {
     setsockopt: { args: [i32, i32, i32, p, u32], returns: i32 },
     sendto: { args: [i32, p, u64, i32, p, u32], returns: i64_fast },
     recvfrom: { args: [i32, p, u64, i32, p, p], returns: i64_fast },
-    read: { args: [i32, p, u64], returns: i64_fast },
-    write: { args: [i32, p, u64], returns: i64_fast },
     poll: { args: [p, u64, i32], returns: i32 },
     close: { args: [i32], returns: i32 },
   }).symbols;
@@ -58,7 +56,6 @@ const MSG_DONTWAIT = 0x40;
 const EINTR = 4;
 const EAGAIN = 11;
 const POLLIN = 1;
-const POLLOUT = 4;
 const POLLERR = 8;
 const POLLHUP = 16;
 
@@ -196,74 +193,6 @@ function sockaddrUn(path: string): Uint8Array {
   new DataView(b.buffer).setUint16(0, AF_UNIX, true);
   b.set(bytes, 2);
   return b;
-}
-
-function waitFd(fd: number, events: number, deadline: number, op: string): void {
-  const pfd = new Uint8Array(8);
-  const v = new DataView(pfd.buffer);
-  v.setInt32(0, fd, true);
-  v.setInt16(4, events, true);
-  for (;;) {
-    const left = Math.max(0, Math.ceil(deadline - performance.now()));
-    const r = fn().poll(pfd, 1, left);
-    if (r > 0) return;
-    if (r === 0) throw new SysError(op, 110 /* ETIMEDOUT */);
-    const e = errno();
-    if (e !== EINTR) throw new SysError(op, e);
-  }
-}
-
-/**
- * One request/response exchange over an AF_UNIX stream socket: connect to `path`, write `request`,
- * read until the peer closes (the request says where it ends, the server closes after its answer). Blocks the calling thread, at most `timeoutMs`
- * in all; errors are SysErrors (`connecting to /run/cni/dhcp.sock: ECONNREFUSED …`).
- */
-export function unixExchange(path: string, request: Uint8Array, timeoutMs: number): Uint8Array {
-  const deadline = performance.now() + timeoutMs;
-  const fd = check(fn().socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), "opening a unix socket");
-  try {
-    const addr = sockaddrUn(path);
-    for (;;) {
-      if (fn().connect(fd, addr, addr.byteLength) === 0) break;
-      const e = errno();
-      if (e !== EINTR) throw new SysError(`connecting to ${path}`, e);
-    }
-    let off = 0;
-    while (off < request.byteLength) {
-      waitFd(fd, POLLOUT, deadline, `writing to ${path}`);
-      const n = fn().write(fd, request.subarray(off), request.byteLength - off);
-      if (n < 0) {
-        const e = errno();
-        if (e === EINTR || e === EAGAIN) continue;
-        throw new SysError(`writing to ${path}`, e);
-      }
-      off += Number(n);
-    }
-    const chunks: Uint8Array[] = [];
-    let total = 0;
-    const buf = new Uint8Array(64 * 1024);
-    for (;;) {
-      waitFd(fd, POLLIN, deadline, `waiting for the answer from ${path}`);
-      const n = fn().read(fd, buf, buf.byteLength);
-      if (n < 0) {
-        const e = errno();
-        if (e === EINTR || e === EAGAIN) continue;
-        throw new SysError(`reading from ${path}`, e);
-      }
-      if (n === 0) break;
-      chunks.push(buf.slice(0, Number(n)));
-      total += Number(n);
-    }
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const c of chunks) {
-      out.set(c, at);
-      at += c.byteLength;
-    }
-    return out;
-  } finally {
-    fn().close(fd);
-  }
 }
 
 /** Whether something accepts connections on the AF_UNIX socket at `path` (a live daemon). */

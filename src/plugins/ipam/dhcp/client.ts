@@ -27,6 +27,8 @@ export interface Attachment {
   /** Options sent in every DISCOVER/REQUEST: parameter request list, provided options. */
   options: [number, Uint8Array][];
   broadcast: boolean;
+  /** RFC 5227 conflict probe after an ACK, this long (0: none, like upstream); a conflict is DECLINEd. */
+  arpCheckMs?: number;
 }
 
 /** A bound lease: the ACK and when it was received. */
@@ -168,7 +170,9 @@ function nakText(r: Received): string {
 
 /**
  * DISCOVER → OFFER → REQUEST → ACK. `requestedIp` asks for an address again (after a restart or an
- * expiry). A NAK to the REQUEST starts over with a DISCOVER, at most three times.
+ * expiry). A NAK to the REQUEST starts over with a DISCOVER; so does an address another host
+ * answers an ARP probe for (after a DHCPDECLINE), when `arpCheckMs` asks for the probe. At most
+ * three rounds.
  */
 export async function acquire(
   a: Attachment,
@@ -176,8 +180,9 @@ export async function acquire(
   deadline: number,
   signal?: AbortSignal,
   requestedIp?: string,
+  onDecline?: (ip: string, owner: string) => void,
 ): Promise<Bound> {
-  const conn = await PacketConn.open(a.netns, a.ifName);
+  const conn = await PacketConn.open(a.netns, a.ifName, (a.arpCheckMs ?? 0) > 0);
   try {
     for (let naks = 0; ; naks++) {
       const ex: Exchange = { conn, xid: randomXid(), start: Date.now() };
@@ -214,6 +219,27 @@ export async function acquire(
       );
       if (messageType(ack.msg) === MsgType.Nak) {
         if (naks >= 2) throw new NakError(`${a.clientID}: DHCPNAK for ${ip} from ${serverId}${nakText(ack)}`);
+        continue;
+      }
+      const got = ack.msg.yiaddr;
+      const owner = a.arpCheckMs ? await conn.arpConflict(got, a.arpCheckMs, signal) : undefined;
+      if (owner !== undefined) {
+        // RFC 2131 §4.4.1: the address is in use — DHCPDECLINE it and start over.
+        conn.send(
+          newRequest({
+            xid: ex.xid,
+            chaddr: conn.mac,
+            type: MsgType.Decline,
+            options: [
+              [Opt.RequestedIP, ipBytes(got)],
+              [Opt.ServerIdentifier, ipBytes(serverId)],
+              [Opt.ClientIdentifier, clientIdOption(a.clientID)],
+            ],
+          }),
+        );
+        onDecline?.(got, owner);
+        if (naks >= 2)
+          throw new DhcpError(`${a.clientID}: ${got} from ${serverId} is in use by ${owner} (declined)`);
         continue;
       }
       return bound(ack, conn.mac, serverId);

@@ -33,9 +33,12 @@ export interface DaemonOptions {
   stateDir: string;
   timing: ClientTiming;
   resendTimeoutMs: number;
+  /** Ours: RFC 5227 ARP probe after each ACK, this long; 0 (the default) probes nothing, like upstream. */
+  arpCheckMs: number;
 }
 
 const USAGE = `Usage of daemon:
+  -arpcheck duration  probe each leased address with ARP this long and DHCPDECLINE it when in use (default 0: no probe)
   -broadcast          broadcast DHCP leases
   -hostprefix string  optional prefix to host root
   -pidfile string     optional path to write daemon PID to
@@ -56,6 +59,7 @@ const VALUE_FLAGS = new Set([
   "timeout",
   "resendmax",
   "resendtimeout",
+  "arpcheck",
 ]);
 
 const UNITS: Record<string, number> = {
@@ -91,6 +95,7 @@ export function parseDaemonFlags(argv: string[]): DaemonOptions {
     stateDir: DEFAULT_STATE_DIR,
     timing: { timeoutMs: 10_000, resendMaxMs: 62_000 },
     resendTimeoutMs: 208_000,
+    arpCheckMs: 0,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -128,6 +133,9 @@ export function parseDaemonFlags(argv: string[]): DaemonOptions {
       case "resendtimeout":
         o.resendTimeoutMs = parseGoDuration(value);
         break;
+      case "arpcheck":
+        o.arpCheckMs = parseGoDuration(value);
+        break;
       default:
         throw new UsageError(`flag provided but not defined: -${name}\n${USAGE}`);
     }
@@ -164,7 +172,13 @@ export class Dhcp {
   }
 
   private ctx() {
-    return { store: this.store, timing: this.opts.timing, resendTimeoutMs: this.opts.resendTimeoutMs, log };
+    return {
+      store: this.store,
+      timing: this.opts.timing,
+      resendTimeoutMs: this.opts.resendTimeoutMs,
+      arpCheckMs: this.opts.arpCheckMs,
+      log,
+    };
   }
 
   /** Loads the leases a previous daemon left and resumes their upkeep. */
@@ -247,12 +261,20 @@ export class Dhcp {
         ifName: req.ifName,
         options,
         broadcast: this.opts.broadcast,
+        arpCheckMs: this.opts.arpCheckMs,
       };
       log(`${id}: acquiring lease`);
       const t0 = performance.now();
       let lease: Awaited<ReturnType<typeof acquire>>;
       try {
-        lease = await acquire(a, this.opts.timing, Date.now() + this.opts.resendTimeoutMs);
+        lease = await acquire(
+          a,
+          this.opts.timing,
+          Date.now() + this.opts.resendTimeoutMs,
+          undefined,
+          undefined,
+          (ip, owner) => log(`${id}: ${ip} is in use by ${owner}: declined`),
+        );
       } catch (err) {
         if (err instanceof LinkGoneError) throw new CniError(ErrCode.Internal, `dhcp: ${err.message}`);
         throw new CniError(ErrCode.Internal, `dhcp: ${(err as Error).message}`);
@@ -268,8 +290,17 @@ export class Dhcp {
         broadcast: this.opts.broadcast,
         lease,
       };
-      this.store.save(record);
       const k = new LeaseKeeper(record, this.ctx());
+      try {
+        this.store.save(record);
+      } catch (err) {
+        // Not kept, so not held: give the address back rather than leak it.
+        await k.stop(true);
+        throw new CniError(
+          ErrCode.IOFailure,
+          `dhcp: saving the lease in ${this.opts.stateDir}: ${(err as Error).message}`,
+        );
+      }
       this.keepers.set(id, k);
       k.start();
       const took = (performance.now() - t0).toFixed(1);
@@ -396,14 +427,19 @@ export async function runDaemon(argv: string[]): Promise<number> {
     }
   }
   if (fd === undefined) {
-    if (existsSync(socketPath)) {
-      if (unixSocketAlive(socketPath)) {
-        log(`another dhcp daemon is listening on ${socketPath}; not starting`);
-        return 1;
+    try {
+      if (existsSync(socketPath)) {
+        if (unixSocketAlive(socketPath)) {
+          log(`another dhcp daemon is listening on ${socketPath}; not starting`);
+          return 1;
+        }
+        unlinkSync(socketPath); // a stale socket of a daemon that died
       }
-      unlinkSync(socketPath); // a stale socket of a daemon that died
+      mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
+    } catch (err) {
+      log(`Error getting listener: preparing ${socketPath}: ${(err as Error).message}`);
+      return 1;
     }
-    mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
   }
   const d = new Dhcp(o);
   try {

@@ -6,8 +6,6 @@
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type Result } from "../../../spec/types.ts";
-import { SysError } from "../../../sys/errno.ts";
-import { unixExchange } from "../../../sys/packet.ts";
 import { loadDhcpConf } from "./config.ts";
 import { type Answer, encodeRequest, type Method } from "./rpc.ts";
 
@@ -19,7 +17,61 @@ function absolute(p: string): string {
   return `${process.cwd()}/${p}`;
 }
 
-function call(method: Method, args: CmdArgs): Result | undefined {
+/**
+ * One exchange with the daemon: write the request, read until the daemon closes. Asynchronous, so a
+ * runtime that runs this plugin in-process keeps its event loop while the daemon talks DHCP.
+ */
+function exchange(path: string, request: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const chunks: Uint8Array[] = [];
+    let settled = false;
+    const done = (err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks));
+    };
+    const timer = setTimeout(() => {
+      sock?.end();
+      done(Object.assign(new Error(`no answer within ${timeoutMs / 1000} s`), { code: "ETIMEDOUT" }));
+    }, timeoutMs);
+    let sock: { end(): void } | undefined;
+    let pending = request;
+    const flush = (s: { write(b: Uint8Array): number }) => {
+      while (pending.length > 0) {
+        const n = s.write(pending);
+        if (n <= 0) return;
+        pending = pending.subarray(n);
+      }
+    };
+    Bun.connect({
+      unix: path,
+      socket: {
+        open: (s) => flush(s),
+        drain: (s) => flush(s),
+        data: (_s, d) => {
+          chunks.push(new Uint8Array(d));
+        },
+        // The daemon ends its side after the answer: that is the whole answer.
+        end: (s) => {
+          s.end();
+          done();
+        },
+        close: () => done(),
+        error: (_s, e) => done(e),
+        connectError: (_s, e) => done(e),
+      },
+    }).then(
+      (s) => {
+        sock = s;
+      },
+      (e) => done(e),
+    );
+  });
+}
+
+async function call(method: Method, args: CmdArgs): Promise<Result | undefined> {
   const conf = loadDhcpConf(args.stdinData);
   const req = encodeRequest({
     method,
@@ -31,9 +83,10 @@ function call(method: Method, args: CmdArgs): Result | undefined {
   });
   let raw: Uint8Array;
   try {
-    raw = unixExchange(conf.socketPath, req, CALL_TIMEOUT_MS);
+    raw = await exchange(conf.socketPath, req, CALL_TIMEOUT_MS);
   } catch (err) {
-    if (err instanceof SysError && (err.code === "ENOENT" || err.code === "ECONNREFUSED")) {
+    const code = (err as { code?: string }).code;
+    if (code === "ENOENT" || code === "ECONNREFUSED") {
       throw new CniError(
         method === "status" ? ErrCode.PluginNotAvailable : ErrCode.TryAgainLater,
         `dhcp: the DHCP daemon is not running (no one listens on ${conf.socketPath}); start it with \`dhcp daemon -socketpath ${conf.socketPath}\` or enable cni-dhcp.socket`,
@@ -41,7 +94,10 @@ function call(method: Method, args: CmdArgs): Result | undefined {
     }
     throw new CniError(
       method === "status" ? ErrCode.PluginNotAvailable : ErrCode.IOFailure,
-      `dhcp: calling the DHCP daemon at ${conf.socketPath}: ${(err as Error).message}`,
+      `dhcp: calling the DHCP daemon at ${conf.socketPath}: ${code ?? ""} ${(err as Error).message}`.replace(
+        "  ",
+        " ",
+      ),
     );
   }
   let answer: Answer;
@@ -54,8 +110,8 @@ function call(method: Method, args: CmdArgs): Result | undefined {
   return answer.result;
 }
 
-function cmdAdd(args: CmdArgs): Result {
-  const result = call("add", args);
+async function cmdAdd(args: CmdArgs): Promise<Result> {
+  const result = await call("add", args);
   if (!result) throw new CniError(ErrCode.Internal, "dhcp: the daemon returned no result");
   return result;
 }
@@ -64,10 +120,10 @@ export const plugin: Plugin = {
   supportedVersions: CNI_VERSIONS,
   about: "dhcp IPAM: leases from the network's DHCP server, kept by `dhcp daemon`",
   add: cmdAdd,
-  del: (args) => void call("del", args),
-  check: (args) => void call("check", args),
-  gc: (args) => void call("gc", args),
-  status: (args) => void call("status", args),
+  del: async (args) => void (await call("del", args)),
+  check: async (args) => void (await call("check", args)),
+  gc: async (args) => void (await call("gc", args)),
+  status: async (args) => void (await call("status", args)),
 };
 
 /**

@@ -26,6 +26,7 @@ export interface KeeperContext {
   timing: ClientTiming;
   /** How long an acquisition keeps trying (upstream's -resendtimeout). */
   resendTimeoutMs: number;
+  arpCheckMs: number;
   log(msg: string): void;
 }
 
@@ -43,7 +44,7 @@ export class LeaseKeeper {
   ) {}
 
   get attachment(): Attachment {
-    return attachmentOf(this.record);
+    return { ...attachmentOf(this.record), arpCheckMs: this.ctx.arpCheckMs };
   }
 
   get lease(): Bound {
@@ -70,9 +71,11 @@ export class LeaseKeeper {
       this.timer = setTimeout(() => this.schedule(), Math.min(wait, 0x7fffffff));
       return;
     }
-    this.running ??= this.work().finally(() => {
-      this.running = undefined;
-    });
+    this.running ??= this.work()
+      .catch((err) => this.ctx.log(`${this.record.clientID}: lease upkeep failed: ${(err as Error).message}`))
+      .finally(() => {
+        this.running = undefined;
+      });
   }
 
   /** One pass of RENEWING / REBINDING / restart, until a new lease is bound or the keeper stops. */
@@ -131,7 +134,12 @@ export class LeaseKeeper {
       if (signal.aborted) return;
       this.failures = 0;
       this.record.lease = next;
-      this.ctx.store.save(this.record);
+      try {
+        this.ctx.store.save(this.record);
+      } catch (err) {
+        // The lease is bound all the same; the next daemon would resume from the older ACK.
+        this.ctx.log(`${id}: saving the lease in ${this.ctx.store.dir}: ${(err as Error).message}`);
+      }
       this.ctx.log(`${id}: lease ${next.ip} bound, expiration is ${new Date(next.expireAt).toISOString()}`);
     }
     this.schedule();
@@ -157,7 +165,13 @@ export class LeaseKeeper {
         this.ctx.log(`${this.record.clientID}: failed to release DHCP lease: ${(err as Error).message}`);
       }
     }
-    this.ctx.store.remove(this.record.clientID);
+    try {
+      this.ctx.store.remove(this.record.clientID);
+    } catch (err) {
+      this.ctx.log(
+        `${this.record.clientID}: removing the lease from ${this.ctx.store.dir}: ${(err as Error).message}`,
+      );
+    }
   }
 }
 

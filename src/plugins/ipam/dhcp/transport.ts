@@ -28,8 +28,11 @@ import {
   BROADCAST_MAC,
   DHCP_CLIENT_PORT,
   DHCP_SERVER_PORT,
+  decodeArpFrame,
   decodeUdpFrame,
+  ETH_P_ARP,
   ETH_P_IP,
+  encodeArpFrame,
   encodeUdpFrame,
 } from "./frame.ts";
 import { DhcpDecodeError, type DhcpMessage, decodeMessage, encodeMessage, macToBytes } from "./message.ts";
@@ -124,15 +127,18 @@ export class PacketConn {
     private readonly fd: number,
     readonly ifindex: number,
     readonly mac: string,
+    /** ETH_P_ARP socket for the conflict probe, when asked for. */
+    private readonly arpFd: number | undefined,
   ) {}
 
   /**
    * Opens the socket on `ifName` inside the netns at `netnsPath`, bringing the link up when it is
    * down (upstream does the same) and waiting until it is operational: frames sent before the
    * kernel's linkwatch activates the device go to its no-op qdisc and are lost, which would cost a
-   * 2 s retransmission. A missing netns or link is a LinkGoneError.
+   * 2 s retransmission. A missing netns or link is a LinkGoneError. `arp`: also open an ARP socket
+   * for arpConflict().
    */
-  static async open(netnsPath: string, ifName: string): Promise<PacketConn> {
+  static async open(netnsPath: string, ifName: string, arp = false): Promise<PacketConn> {
     let ns: ReturnType<typeof openNetns>;
     try {
       ns = openNetns(netnsPath);
@@ -162,13 +168,15 @@ export class PacketConn {
         sock.close();
       }
       const fd = withNetnsFd(ns.fd, () => openPacketSocket(index, ETH_P_IP));
+      let arpFd: number | undefined;
       try {
         attachFilter(fd, FILTER_UDP_DST_68);
+        if (arp) arpFd = withNetnsFd(ns.fd, () => openPacketSocket(index, ETH_P_ARP));
       } catch (err) {
         closeFd(fd);
         throw err;
       }
-      return new PacketConn(fd, index, mac);
+      return new PacketConn(fd, index, mac, arpFd);
     } finally {
       ns.close();
     }
@@ -214,11 +222,50 @@ export class PacketConn {
     timeoutMs: number,
     signal?: AbortSignal,
   ): Promise<Received | undefined> {
-    const now = this.take(accept);
-    if (now || this.closed) return Promise.resolve(now);
+    return this.waitFor(this.fd, () => this.take(accept), timeoutMs, signal);
+  }
+
+  /**
+   * RFC 5227's probe: an ARP request for `ip` from 0.0.0.0, then `waitMs` for another host to say
+   * it has `ip` (its reply, or its own probe or announcement). The MAC of that host, or undefined.
+   */
+  async arpConflict(ip: string, waitMs: number, signal?: AbortSignal): Promise<string | undefined> {
+    const fd = this.arpFd;
+    if (fd === undefined) throw new Error("arpConflict: opened without an ARP socket");
+    const probe = {
+      op: 1 as const,
+      senderMac: this.mac,
+      senderIp: "0.0.0.0",
+      targetMac: "00:00:00:00:00:00",
+      targetIp: ip,
+    };
+    sendFrame(fd, encodeArpFrame(probe), this.ifindex, ETH_P_ARP, macToBytes(BROADCAST_MAC));
+    const take = () => {
+      for (;;) {
+        const f = recvFrame(fd, this.buf);
+        if (!f) return undefined;
+        if (f.pkttype === PACKET_OUTGOING) continue;
+        const a = decodeArpFrame(f.data);
+        if (!a || a.senderMac === this.mac) continue;
+        // someone using ip, or probing for it at the same time
+        if (a.senderIp === ip || (a.op === 1 && a.senderIp === "0.0.0.0" && a.targetIp === ip))
+          return a.senderMac;
+      }
+    };
+    return this.waitFor(fd, take, waitMs, signal);
+  }
+
+  private waitFor<T>(
+    fd: number,
+    take: () => T | undefined,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<T | undefined> {
+    const now = take();
+    if (now !== undefined || this.closed) return Promise.resolve(now);
     return new Promise((resolve, reject) => {
       let done = false;
-      const finish = (r: Received | undefined, err?: unknown) => {
+      const finish = (r: T | undefined, err?: unknown) => {
         if (done) return;
         done = true;
         unwatch();
@@ -229,10 +276,10 @@ export class PacketConn {
       };
       const onAbort = () => finish(undefined);
       const timer = setTimeout(() => finish(undefined), Math.max(0, timeoutMs));
-      const unwatch = watch(this.fd, () => {
+      const unwatch = watch(fd, () => {
         try {
-          const r = this.take(accept);
-          if (r) finish(r);
+          const r = take();
+          if (r !== undefined) finish(r);
         } catch (err) {
           finish(undefined, err);
         }
@@ -247,5 +294,9 @@ export class PacketConn {
     this.closed = true;
     waiting.delete(this.fd);
     closeFd(this.fd);
+    if (this.arpFd !== undefined) {
+      waiting.delete(this.arpFd);
+      closeFd(this.arpFd);
+    }
   }
 }

@@ -136,6 +136,8 @@ describe("daemon flags", () => {
     expect(o.broadcast).toBe(true);
     expect(o.timing).toEqual({ timeoutMs: 90_000, resendMaxMs: 500 });
     expect(parseDaemonFlags([]).socketPath).toBe("/run/cni/dhcp.sock");
+    expect(parseDaemonFlags([]).arpCheckMs).toBe(0);
+    expect(parseDaemonFlags(["-arpcheck", "200ms"]).arpCheckMs).toBe(200);
     expect(parseGoDuration("1h2m3.5s")).toBe(3_723_500);
     expect(() => parseGoDuration("10")).toThrow(/invalid duration/);
     expect(() => parseDaemonFlags(["-nope"])).toThrow(/not defined/);

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cleanupAll, tempDir } from "../../../helpers/netns.ts";
 import { BUN } from "../../_run.ts";
@@ -138,6 +138,44 @@ describe("options", () => {
   }, 60_000);
 });
 
+describe("address conflicts", () => {
+  test("-arpcheck: an address another host answers for is DECLINEd and another one leased", async () => {
+    const hex = [0, ...new TextEncoder().encode("decl/dhcptest/eth0")].map((b) =>
+      b.toString(16).padStart(2, "0"),
+    );
+    // dnsmasq wants to give this client .150 — which a squatter already uses (dnsmasq runs with --no-ping)
+    const srv = await startServer({
+      extra: ["--dhcp-option=option:router,10.$N.0.1", `--dhcp-host=id:${hex.join(":")},10.$N.0.150`],
+    });
+    const taken = srv.gw.replace(/1$/, "150");
+    const d = await startDaemon({ extra: ["-arpcheck", "300ms"] });
+    const sq = addContainer(srv);
+    const c = addContainer(srv);
+    try {
+      sq.ip("addr", "add", `${taken}/24`, "dev", "eth0");
+      sq.ip("link", "set", "eth0", "up");
+      await until("the squatter's link", () => sq.ip("link", "show", "eth0")[0].operstate === "UP", 5000);
+      const add = await runDhcp({
+        command: "ADD",
+        containerID: "decl",
+        netns: c.path,
+        config: ipamConf(d.socket),
+      });
+      expect(add.code).toBe(0);
+      const got = add.json.ips[0].address.split("/")[0];
+      expect(got).not.toBe(taken);
+      expect(srv.log()).toContain(`DHCPDECLINE(br0) ${taken} ${c.mac}`);
+      expect(d.output()).toContain(`${taken} is in use by ${sq.mac}: declined`);
+      expect(srv.leases().map((l) => l[2])).toEqual([got]);
+    } finally {
+      await d.stop();
+      sq.cleanup();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+});
+
 describe("lease upkeep", () => {
   // dnsmasq's shortest lease is 2 min and it never sends T1 below 1 min: this test waits ~1 min.
   test("kill -9 of the daemon: the restarted daemon renews the lease at T1 and DEL releases it", async () => {
@@ -154,6 +192,9 @@ describe("lease upkeep", () => {
       const first = expiry();
       expect(first).toBeGreaterThan(0);
       expect(readdirSync(join(dir, "state"))).toHaveLength(1);
+      // the container uses the address (as a main plugin would have set it up)
+      c.ip("addr", "add", add.json.ips[0].address, "dev", "eth0");
+      c.ip("link", "set", "eth0", "up");
 
       await d.kill9();
       d = await startDaemon({ dir });
@@ -164,7 +205,8 @@ describe("lease upkeep", () => {
       expect(
         srv.log().match(new RegExp(`DHCPACK\\(br0\\) ${ip.replaceAll(".", "\\.")} ${c.mac}`, "g")),
       ).toHaveLength(2);
-      // the container kept its address
+      // the container kept its address and still reaches the server with it
+      expect(c.run(["ping", "-c", "1", "-W", "2", srv.gw]).code).toBe(0);
       expect(
         srv
           .leases()
@@ -183,6 +225,108 @@ describe("lease upkeep", () => {
       srv.stop();
     }
   }, 120_000);
+
+  test("a restarted daemon picks up each state from the lease file: RENEWING, REBINDING, expired", async () => {
+    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
+    const dir = tempDir("tscni-dhcpd-").path;
+    let d = await startDaemon({ dir });
+    const c = addContainer(srv);
+    try {
+      const conf = ipamConf(d.socket);
+      const add = await runDhcp({ command: "ADD", containerID: "states", netns: c.path, config: conf });
+      expect(add.code).toBe(0);
+      const ip = add.json.ips[0].address.split("/")[0];
+      const file = join(d.stateDir, readdirSync(d.stateDir)[0]!);
+      const acks = () =>
+        srv
+          .log()
+          .split("\n")
+          .filter((l) => l.includes(`DHCPACK(br0) ${ip} ${c.mac}`)).length;
+      const past = new Date(Date.now() - 1000).toISOString();
+      // Edits the saved lease as a daemon killed at that point of the lease would have left it.
+      const restartWith = async (edit: Record<string, string>) => {
+        await d.kill9();
+        writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, "utf8")), ...edit }));
+        d = await startDaemon({ dir });
+      };
+
+      await restartWith({ renewAt: past });
+      await until("the renewal", () => acks() === 2);
+      expect(d.output()).toContain(`renewing lease ${ip}`);
+      await until(
+        "the renewed lease on disk",
+        () => Date.parse(JSON.parse(readFileSync(file, "utf8")).renewAt) > Date.now(),
+      );
+
+      // rebinding is a broadcast: it needs no server address
+      await restartWith({ renewAt: past, rebindAt: past, serverMac: "02:00:00:00:00:99" });
+      await until("the rebinding", () => acks() === 3);
+      expect(d.output()).toContain(`rebinding ${ip}`);
+      await until(
+        "the rebound lease on disk",
+        () => JSON.parse(readFileSync(file, "utf8")).serverMac !== "02:00:00:00:00:99",
+      );
+
+      // expired: a DISCOVER that asks for the address again, and gets it
+      await restartWith({ renewAt: past, rebindAt: past, expireAt: past });
+      await until("the new lease", () => acks() === 4);
+      expect(d.output()).toContain(`lease ${ip} expired, acquiring a new one`);
+      // dnsmasq shows the address a DISCOVER asks for (option 50) before the MAC
+      const discovers = srv
+        .log()
+        .split("\n")
+        .filter((l) => l.includes("DHCPDISCOVER(br0)") && l.includes(c.mac));
+      expect(discovers).toHaveLength(2);
+      expect(discovers[1]).toContain(`DHCPDISCOVER(br0) ${ip} ${c.mac}`);
+      await until(
+        "the new lease on disk",
+        () => Date.parse(JSON.parse(readFileSync(file, "utf8")).expireAt) > Date.now(),
+      );
+      expect(JSON.parse(readFileSync(file, "utf8")).ip).toBe(ip);
+
+      expect(
+        (await runDhcp({ command: "DEL", containerID: "states", netns: c.path, config: conf })).code,
+      ).toBe(0);
+      await until("the release", () => srv.log().includes(`DHCPRELEASE(br0) ${ip} ${c.mac}`), 5000);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+
+  test("a DHCPNAK to the renewal ends the lease: the daemon starts over and gets a new one", async () => {
+    const srv = await startServer({
+      extra: ["--dhcp-option=option:router,10.$N.0.1", "--dhcp-authoritative"],
+    });
+    const dir = tempDir("tscni-dhcpd-").path;
+    let d = await startDaemon({ dir });
+    const c = addContainer(srv);
+    try {
+      const conf = ipamConf(d.socket);
+      const add = await runDhcp({ command: "ADD", containerID: "nak", netns: c.path, config: conf });
+      expect(add.code).toBe(0);
+      const file = join(d.stateDir, readdirSync(d.stateDir)[0]!);
+      // a lease dnsmasq never gave (outside its range), due for renewal
+      const bogus = srv.gw.replace(/1$/, "50");
+      await d.kill9();
+      const saved = JSON.parse(readFileSync(file, "utf8"));
+      writeFileSync(
+        file,
+        JSON.stringify({ ...saved, ip: bogus, renewAt: new Date(Date.now() - 1000).toISOString() }),
+      );
+      d = await startDaemon({ dir });
+      await until("the NAK", () => srv.log().includes(`DHCPNAK(br0) ${bogus} ${c.mac}`));
+      await until("a new lease on disk", () => JSON.parse(readFileSync(file, "utf8")).ip !== bogus);
+      expect(d.output()).toContain(`DHCPNAK for ${bogus}`);
+      const now = JSON.parse(readFileSync(file, "utf8")).ip;
+      expect(srv.leases().map((l) => l[2])).toContain(now);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
 
   test("16 parallel ADDs get 16 distinct leases; 16 DELs release them all", async () => {
     const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
@@ -303,6 +447,94 @@ describe("daemon lifecycle", () => {
       const del = await runDhcp({ command: "DEL", containerID: "term", netns: c.path, config: conf });
       expect(del.code).toBe(0);
       await until("the release", () => srv.log().includes(`DHCPRELEASE(br0) ${ip} ${c.mac}`), 5000);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+
+  test("a lease that cannot be saved is released and ADD fails with code 5", async () => {
+    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
+    const d = await startDaemon();
+    const c = addContainer(srv);
+    try {
+      rmSync(d.stateDir, { recursive: true });
+      writeFileSync(d.stateDir, "not a directory");
+      const add = await runDhcp({
+        command: "ADD",
+        containerID: "nosave",
+        netns: c.path,
+        config: ipamConf(d.socket),
+      });
+      expect(add.code).toBe(1);
+      expect(add.json.code).toBe(5);
+      expect(add.json.msg).toContain("saving the lease");
+      await until("the release", () => srv.log().includes("DHCPRELEASE(br0)"), 5000);
+      expect(srv.leases()).toHaveLength(0);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+
+  test("no DHCP server: ADD fails after -resendtimeout, having retransmitted; nothing is kept", async () => {
+    const srv = await startServer();
+    srv.proc.kill("SIGKILL"); // the bridge stays, the server is gone
+    await srv.proc.exited;
+    const d = await startDaemon({ extra: ["-resendtimeout", "2500ms"] });
+    const c = addContainer(srv);
+    try {
+      // no IPv6 chatter: every frame eth0 sends is one of our DISCOVERs
+      expect(
+        c.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+          .code,
+      ).toBe(0);
+      const t0 = Date.now();
+      const add = await runDhcp({
+        command: "ADD",
+        containerID: "nosrv",
+        netns: c.path,
+        config: ipamConf(d.socket),
+      });
+      const took = Date.now() - t0;
+      expect(add.code).toBe(1);
+      expect(add.json.msg).toContain("DHCPDISCOVER: no answer from a DHCP server");
+      expect(took).toBeGreaterThanOrEqual(2400);
+      expect(took).toBeLessThan(10_000);
+      expect(readdirSync(d.stateDir)).toEqual([]);
+      // the first DISCOVER and at least one retransmission (2 s ± 1 s later) left eth0
+      expect(c.ip("-s", "link", "show", "eth0")[0].stats64.tx.packets).toBeGreaterThanOrEqual(2);
+    } finally {
+      await d.stop();
+      c.cleanup();
+      srv.stop();
+    }
+  }, 60_000);
+
+  test("-hostprefix: the daemon opens netns and socket under the prefix", async () => {
+    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
+    // /proc/self/root is "/" seen through a prefix: the socket lands on the same file
+    const d = await startDaemon({ extra: ["-hostprefix", "/proc/self/root"] });
+    const c = addContainer(srv);
+    try {
+      expect(d.output()).toContain(`listening on /proc/self/root${d.socket}`);
+      const add = await runDhcp({
+        command: "ADD",
+        containerID: "pfx",
+        netns: c.path,
+        config: ipamConf(d.socket),
+      });
+      expect(add.code).toBe(0);
+      expect(JSON.parse(readFileSync(join(d.stateDir, readdirSync(d.stateDir)[0]!), "utf8")).netns).toBe(
+        `/proc/self/root${c.path}`,
+      );
+      expect(
+        (await runDhcp({ command: "DEL", containerID: "pfx", netns: c.path, config: ipamConf(d.socket) }))
+          .code,
+      ).toBe(0);
+      await until("the release", () => srv.leases().length === 0, 5000);
     } finally {
       await d.stop();
       c.cleanup();
