@@ -108,7 +108,7 @@ function hasRuleAnyComment(saved: SavedTable, chain: string, args: RuleArgs): bo
   return rulesOf(saved, chain).some((r) => withoutComment(r.args).join("\0") === want);
 }
 
-function familiesOf(addrs: readonly FwAddr[]): IPFamily[] {
+export function familiesOf(addrs: readonly FwAddr[]): IPFamily[] {
   return ([4, 6] as const).filter((f) => addrs.some((a) => a.family === f));
 }
 
@@ -252,5 +252,3 @@ export async function iptablesIsolate(
     });
   }
 }
-
-export { familiesOf };
