@@ -377,6 +377,16 @@ export class Dhcp {
   }
 }
 
+/** A request line: every field a string, the method one we know (anything else is "bad request"). */
+function parseRequest(line: string): Request {
+  const r = JSON.parse(line) as Record<string, unknown>;
+  const fields = ["method", "containerID", "netns", "ifName", "args", "stdin"] as const;
+  if (typeof r !== "object" || r === null || fields.some((f) => typeof r[f] !== "string"))
+    throw new Error("bad request");
+  if (!["add", "del", "check", "gc", "status"].includes(r.method as string)) throw new Error("bad request");
+  return r as unknown as Request;
+}
+
 function serveConnection(d: Dhcp, sock: Socket): void {
   let buf = "";
   let answered = false;
@@ -392,7 +402,7 @@ function serveConnection(d: Dhcp, sock: Socket): void {
     answered = true;
     let req: Request;
     try {
-      req = JSON.parse(buf.slice(0, nl)) as Request;
+      req = parseRequest(buf.slice(0, nl));
     } catch {
       sock.end(
         `${JSON.stringify(errorAnswer(new CniError(ErrCode.DecodingFailure, "dhcp daemon: bad request")))}\n`,

@@ -190,3 +190,47 @@ describe("lease store", () => {
     }
   });
 });
+
+describe("daemon protocol", () => {
+  test("a malformed request gets a decoding error, the daemon keeps serving", async () => {
+    const { startDaemon } = await import("./fixture.ts");
+    const d = await startDaemon();
+    try {
+      const ask = (line: string) =>
+        new Promise<string>((resolve, reject) => {
+          let out = "";
+          Bun.connect({
+            unix: d.socket,
+            socket: {
+              open: (s) => {
+                s.write(line);
+              },
+              data: (_s, b) => {
+                out += new TextDecoder().decode(b);
+              },
+              end: (s) => {
+                s.end();
+                resolve(out);
+              },
+              close: () => resolve(out),
+              connectError: (_s, e) => reject(e),
+            },
+          });
+        });
+      for (const bad of [
+        "not json\n",
+        '{"method":"add"}\n',
+        '{"method":"x","containerID":"","netns":"","ifName":"","args":"","stdin":""}\n',
+      ]) {
+        const a = JSON.parse(await ask(bad));
+        expect(a).toEqual({ ok: false, code: 6, msg: "dhcp daemon: bad request" });
+      }
+      const ok = JSON.parse(
+        await ask('{"method":"status","containerID":"","netns":"","ifName":"","args":"","stdin":"{}"}\n'),
+      );
+      expect(ok).toEqual({ ok: true });
+    } finally {
+      await d.stop();
+    }
+  });
+});
