@@ -2,9 +2,9 @@
  * Issue 19 part 3, measured before building: can a warm path bring a bridge + host-local ADD + DEL
  * cycle, exec'd the way containerd/CRI-O/kubelet exec plugins, to ≤ 0.8× upstream's?
  *
- * Design A — a resident helper (bench/warm/helper.ts, our plugins in-process, one call at a time in the
- * caller's netns) reached from a minimal native launcher (bench/warm/launcher.c, a static C program the
- * runtime execs under the plugin's name; with no helper it execs the real multicall binary).
+ * Design A — the resident helper (`tscni warm serve`, src/cli/warm.ts: our plugins in-process, one call
+ * at a time in the caller's netns) reached from the native launcher (native/warm-launcher.c, a static C
+ * program the runtime execs under the plugin's name; with no helper it execs tscni).
  * Design B — a launcher in JavaScript: any Bun-based client pays at least the empty compiled Bun
  * executable's start-up per call, measured here as its floor (no smaller JS runtime is installed).
  *
@@ -103,12 +103,10 @@ function cycleSide(
   };
 }
 
-function startHelper(sock: string, self: string): Promise<{ pid: number; stop: () => void }> {
-  const p = spawn(process.execPath, [join(import.meta.dir, "warm/helper.ts"), sock, self], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+function startHelper(tscni: string, sock: string): Promise<{ pid: number; stop: () => void }> {
+  const p = spawn(tscni, ["warm", "serve", "--socket", sock], { stdio: ["ignore", "ignore", "pipe"] });
   return new Promise((resolve, reject) => {
-    p.stdout?.once("data", () => resolve({ pid: p.pid ?? 0, stop: () => p.kill("SIGKILL") }));
+    p.stderr?.once("data", () => resolve({ pid: p.pid ?? 0, stop: () => p.kill("SIGKILL") }));
     p.once("exit", (c) => reject(new Error(`helper exited ${c}`)));
   });
 }
@@ -123,8 +121,9 @@ async function main(host: string): Promise<void> {
   const built = buildTscni();
   const helpers: { stop: () => void }[] = [];
   try {
-    const launcher = join(root, "launcher");
-    sh(["cc", "-O2", "-static", "-o", launcher, join(import.meta.dir, "warm/launcher.c")]);
+    // beside the executable, where `tscni warm serve` and `tscni install --warm` look for it
+    const launcher = join(dirname(built), "tscni-launcher");
+    sh(["cc", "-O2", "-static", "-o", launcher, join(import.meta.dir, "../native/warm-launcher.c")]);
     const empty = join(root, "empty");
     writeFileSync(join(root, "empty.ts"), "");
     writeFileSync(join(root, "empty.js"), "");
@@ -141,7 +140,7 @@ async function main(host: string): Promise<void> {
     ]);
 
     const sock = join(root, "warm.sock");
-    const helper = await startHelper(sock, launcher);
+    const helper = await startHelper(built, sock);
     helpers.push(helper);
     const env = { TSCNI_WARM_SOCK: sock, TSCNI_WARM_FALLBACK: built };
     const deadEnv = { TSCNI_WARM_SOCK: join(root, "absent.sock"), TSCNI_WARM_FALLBACK: built };

@@ -2,7 +2,8 @@
  * The tscni CLI: cnitool's verbs and environment (NETCONFPATH, CNI_PATH, CAP_ARGS, CNI_ARGS,
  * CNI_IFNAME) plus validate, version, ls and install.
  */
-import { realpathSync } from "node:fs";
+import { existsSync, realpathSync } from "node:fs";
+import { dirname, join } from "node:path";
 import {
   CNIConfig,
   DEFAULT_CACHE_DIR,
@@ -37,7 +38,9 @@ const USAGE = `usage: tscni <command> [args]
   pod up|down|status <ns>/<name> <netns> [--id ID] [--uid UID]
                                             kubelet's pod flow: loopback, then the default network
   version                                   tscni's version and the CNI versions it speaks
-  install <dir>                             link every plugin name to this executable in <dir>
+  install [--warm] <dir>                    link every plugin name to this executable in <dir>
+                                            (--warm: to tscni-launcher beside it, for \`tscni warm serve\`)
+  warm serve [--socket PATH] [--log-calls]  the warm path's resident helper (default /run/tscni/warm.sock)
   demo [--keep]                             a netns on a built-in default network, pinged, torn down
   <plugin>                                  run as that plugin (as if started through its link)
 
@@ -46,6 +49,8 @@ const USAGE = `usage: tscni <command> [args]
   ${DEFAULT_CACHE_DIR}).`;
 
 export const TSCNI_VERSION = "0.1.0";
+/** Where `tscni warm serve` listens by default and tscni-launcher connects (native/warm-launcher.c). */
+const DEFAULT_WARM_SOCKET = "/run/tscni/warm.sock";
 
 interface Env {
   confDir: string;
@@ -183,14 +188,23 @@ export function printTable(head: string[], rows: string[][]): void {
   process.stdout.write(`${[line(head), ...rows.map(line)].join("\n")}\n`);
 }
 
+/** The warm path's launcher: tscni-launcher beside this executable (`npm run build:launcher`). */
+function launcherPath(): string {
+  const exe = join(dirname(realpathSync(process.execPath)), "tscni-launcher");
+  if (!existsSync(exe)) throw new UsageError(`no ${exe}: run \`npm run build:launcher\``);
+  return exe;
+}
+
 function installCmd(argv: string[]): void {
+  const warm = argv[0] === "--warm";
+  if (warm) argv = argv.slice(1);
   need(argv, 1, "tscni install needs <dir>");
-  const exe = process.execPath;
-  if (isBunRuntime(exe)) {
+  if (isBunRuntime(process.execPath)) {
     throw new UsageError(
       "tscni install links the compiled executable: run `npm run build` and use dist/tscni",
     );
   }
+  const exe = warm ? launcherPath() : process.execPath;
   const changed = install(argv[0]!, exe);
   process.stdout.write(
     `${installablePlugins().length} plugins in ${argv[0]} → ${realpathSync(exe)}` +
@@ -232,6 +246,16 @@ export async function runCli(argv: string[]): Promise<number> {
       case "install":
         installCmd(rest);
         return 0;
+      case "warm": {
+        if (rest[0] !== "serve") throw new UsageError(`tscni warm: unknown subcommand "${rest[0] ?? ""}"`);
+        const at = rest.indexOf("--socket");
+        const { serveWarm } = await import("./warm.ts");
+        return serveWarm({
+          socket: at > 0 ? (rest[at + 1] ?? "") : DEFAULT_WARM_SOCKET,
+          launcher: launcherPath(),
+          logCalls: rest.includes("--log-calls"),
+        });
+      }
       case "demo": {
         const { runDemo } = await import("./demo.ts");
         return runDemo(rest);

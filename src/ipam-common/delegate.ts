@@ -16,12 +16,20 @@ import { realpath } from "../sys/libc.ts";
 
 export type DelegateVerb = "ADD" | "DEL" | "CHECK" | "GC" | "STATUS";
 
-function selfPath(): string | undefined {
-  try {
-    return realpath(inProcessSelf());
-  } catch {
-    return undefined;
+/**
+ * The files that are "this executable": the multicall binary and the warm path's launcher beside it
+ * (tscni-launcher, native/warm-launcher.c), which ends up running this same code.
+ */
+function selfPaths(): string[] {
+  const out: string[] = [];
+  for (const p of [inProcessSelf(), `${inProcessSelf().replace(/[^/]*$/, "")}tscni-launcher`]) {
+    try {
+      out.push(realpath(p));
+    } catch {
+      // no launcher installed
+    }
   }
+  return out;
 }
 
 /**
@@ -51,7 +59,7 @@ async function inProcess(type: string, file: string): Promise<Plugin | undefined
   } catch {
     return undefined;
   }
-  return real === selfPath() ? resolve(type) : undefined;
+  return selfPaths().includes(real) ? resolve(type) : undefined;
 }
 
 function env(verb: DelegateVerb, args: CmdArgs): Record<string, string> {

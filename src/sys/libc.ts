@@ -13,6 +13,9 @@ const lib = dlopen("libc.so.6", {
   bind: { args: [i32, ptr, u32], returns: i32 },
   getsockname: { args: [i32, ptr, ptr], returns: i32 },
   setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
+  getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
+  listen: { args: [i32, i32], returns: i32 },
+  accept4: { args: [i32, ptr, ptr, i32], returns: i32 },
   sendto: { args: [i32, ptr, u64, i32, ptr, u32], returns: i64_fast },
   recvfrom: { args: [i32, ptr, u64, i32, ptr, ptr], returns: i64_fast },
   close: { args: [i32], returns: i32 },
@@ -55,6 +58,8 @@ export const SOL_SOCKET = 1;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_RCVBUFFORCE = 33;
+export const SO_PEERCRED = 17;
+export const SOCK_STREAM = 1;
 export const SOL_NETLINK = 270;
 export const MSG_PEEK = 2;
 export const MSG_TRUNC = 0x20;
@@ -100,6 +105,35 @@ export function setsockoptInt(
 ): void {
   const v = new Int32Array([value]);
   check(fn.setsockopt(fd, level, name, v, 4), op);
+}
+
+/** A connected Unix socket's peer (SO_PEERCRED): the kernel's word, not the peer's. */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
+  const buf = new Uint8Array(12);
+  const len = new Uint32Array([12]);
+  check(fn.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, buf, len), "getsockopt SO_PEERCRED");
+  const v = new DataView(buf.buffer);
+  return { pid: v.getInt32(0, true), uid: v.getUint32(4, true), gid: v.getUint32(8, true) };
+}
+
+/** SO_RCVTIMEO: a blocking read on `fd` fails with EAGAIN after `ms`. */
+export function setReceiveTimeout(fd: number, ms: number): void {
+  const tv = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
+  check(fn.setsockopt(fd, SOL_SOCKET, 20, new Uint8Array(tv.buffer), 16), "setsockopt SO_RCVTIMEO");
+}
+
+export function listen(fd: number, backlog: number): void {
+  check(fn.listen(fd, backlog), "listen");
+}
+
+/** Blocks until a connection arrives; the new socket is close-on-exec. */
+export function accept(fd: number): number {
+  for (;;) {
+    const r = fn.accept4(fd, null, null, SOCK_CLOEXEC);
+    if (r >= 0) return r;
+    const e = errno();
+    if (e !== 4) throw new SysError("accept", e); // EINTR: again
+  }
 }
 
 export function sendto(fd: number, data: Uint8Array, addr: Uint8Array | null, flags = 0): number {
