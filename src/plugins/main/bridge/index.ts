@@ -169,8 +169,10 @@ async function cmdDel(args: CmdArgs): Promise<void> {
         nftSocket,
       });
     }
-    iface?.remove();
+    // IPAM first, as upstream: a dhcp lease is released from the container's interface, so it must
+    // still exist
     if (conf.ipamType) await ipamDel(args);
+    iface?.remove();
     if (conf.macSpoofChk) {
       const { teardownSpoofCheck } = await import("./macspoofchk.ts");
       await teardownSpoofCheck({ containerID: args.containerID, ifName: args.ifName });
