@@ -200,7 +200,8 @@ export async function serveWarm(o: ServeOptions): Promise<never> {
         log(`tscni warm: refused pid ${peer.pid} uid ${peer.uid} (only root is served)`);
         reply = FALLBACK;
       } else if (!req || !sameRoot(peer.pid)) {
-        if (o.logCalls) log(`tscni warm: pid ${peer.pid}: ${req ? "another root directory" : "not a call"}; exec`);
+        if (o.logCalls)
+          log(`tscni warm: pid ${peer.pid}: ${req ? "another root directory" : "not a call"}; exec`);
         reply = FALLBACK;
       } else if (!existsSync(`/proc/${peer.pid}`)) {
         // it gave up (TSCNI_WARM_TIMEOUT) while queued: its runtime has its answer and may be running
