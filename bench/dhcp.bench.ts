@@ -5,11 +5,13 @@
  * /usr/lib/cni/dhcp exec'd and talking to upstream's daemon. Same dnsmasq, interleaved. Each ADD is
  * a full DORA for a container whose eth0 is a port of the server's bridge (DEL, untimed, releases
  * it). Each executable's VERSION is timed too, to separate process start-up from the daemon's work.
+ * A fourth side runs ours through the warm path (tscni-launcher + `tscni warm serve`, docs/warm-path.md).
  * Goal: ≤ 0.5× upstream.
  */
+import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { loadPlugin } from "../src/cli/registry.ts";
 import { CNIConfig, defaultExec, type Exec, inProcessExec } from "../src/libcni/index.ts";
 import { pluginMain } from "../src/skel/skel.ts";
@@ -25,6 +27,18 @@ const ourBin = join(root, "bin");
 mkdirSync(ourBin);
 const ours = join(ourBin, "dhcp");
 symlinkSync(exe, ours);
+
+// the warm path: the launcher beside the executable, the helper on a socket of this run
+const launcher = join(dirname(exe), "tscni-launcher");
+Bun.spawnSync(["cc", "-O2", "-static", "-o", launcher, join(import.meta.dir, "../native/warm-launcher.c")]);
+const warmBin = join(root, "warm");
+mkdirSync(warmBin);
+symlinkSync(launcher, join(warmBin, "dhcp"));
+process.env.TSCNI_WARM_SOCK = join(root, "run", "warm.sock");
+const helper = spawn(exe, ["warm", "serve", "--socket", process.env.TSCNI_WARM_SOCK], {
+  stdio: ["ignore", "ignore", "pipe"],
+});
+await new Promise((resolve) => helper.stderr?.once("data", resolve));
 
 const srv = await startServer({
   extra: ["--dhcp-option=option:router,10.$N.0.1", "--dhcp-option=option:dns-server,10.$N.0.53"],
@@ -76,6 +90,7 @@ try {
         dOurs.socket,
         inProcessExec({ resolve: loadPlugin, pluginMain, self: exe }),
       ),
+      side("tscni ADD (warm path: launcher + helper)", warmBin, dOurs.socket, defaultExec),
       side("upstream ADD", "/usr/lib/cni", dUp.socket, defaultExec),
       version("tscni VERSION", ours),
       version("upstream VERSION", UPSTREAM_DHCP),
@@ -96,6 +111,7 @@ try {
     `## dhcp IPAM ADD (DORA against dnsmasq in a netns, through each side's daemon, driven by libcni)\n\n${machineLine()}\n\n${t}\n\n${daemon}\n\nGoal: ≤ 0.5× upstream.`,
   );
 } finally {
+  helper.kill("SIGKILL");
   await dOurs.stop();
   await dUp.stop();
   srv.stop();
