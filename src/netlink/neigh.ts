@@ -1,5 +1,6 @@
 /**
- * Neighbour (ARP / NDP) entries (vishvananda/netlink neigh_linux.go): add, replace, delete, list.
+ * Neighbour (ARP / NDP) entries (vishvananda/netlink neigh_linux.go): add, replace, delete, list; and
+ * the bridge/vxlan forwarding database (AF_BRIDGE entries, `bridge fdb`).
  */
 
 import { afOf, type IpVersion, invalid, linkName, parseIp, versionOfAf } from "./addr.ts";
@@ -166,6 +167,87 @@ export function neighList(sock: NetlinkSocket, o: NeighListOptions = {}): NeighI
     const ll = attrs.get(NDA_LLADDR);
     if (ll && ll.byteLength > 0) n.mac = bytesToMac(ll);
     out.push(n);
+  }
+  return out;
+}
+
+// ---- bridge forwarding database (AF_BRIDGE neighbours): `bridge fdb` ----
+
+const AF_BRIDGE = 7;
+
+export interface FdbOptions {
+  /** The device the entry is on (a vxlan device for an overlay's remote VTEPs). */
+  index: number;
+  devName?: string;
+  mac: string;
+  /** Remote underlay IP (NDA_DST), for a vxlan device. */
+  dst?: string;
+  /** Default "permanent". */
+  state?: NeighStateName;
+  /** NTF_* bits; default NTF_SELF (the device's own table, as `bridge fdb … self`). */
+  flags?: number;
+}
+
+export interface FdbInfo {
+  index: number;
+  mac: string;
+  dst?: string;
+  state: number;
+  flags: number;
+}
+
+function fdbOp(verb: string, o: FdbOptions): string {
+  return `${verb} fdb entry ${o.mac}${o.dst ? ` dst ${o.dst}` : ""} on ${linkName(o.index, o.devName)}`;
+}
+
+function fdbMessage(o: FdbOptions, op: string, del: boolean): { header: Uint8Array; attrs: Attr[] } {
+  let mac: Uint8Array;
+  try {
+    mac = macToBytes(o.mac);
+  } catch {
+    throw invalid(op, `invalid MAC address ${JSON.stringify(o.mac)}`);
+  }
+  const attrs: Attr[] = [attr.bytes(NDA_LLADDR, mac)];
+  if (o.dst !== undefined) attrs.push(attr.bytes(NDA_DST, parseIp(o.dst, op).bytes));
+  const state = del ? 0 : NUD[o.state ?? "permanent"];
+  return { header: ndmsg(AF_BRIDGE, o.index, state, o.flags ?? NTF.self), attrs };
+}
+
+/** `bridge fdb replace`. */
+export function fdbReplace(sock: NetlinkSocket, o: FdbOptions): void {
+  const op = fdbOp("replacing", o);
+  const { header, attrs } = fdbMessage(o, op, false);
+  sock.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, header, attrs, op);
+}
+
+/** `bridge fdb del`: ENOENT if there is no such entry. */
+export function fdbDel(sock: NetlinkSocket, o: FdbOptions): void {
+  const op = fdbOp("deleting", o);
+  const { header, attrs } = fdbMessage(o, op, true);
+  sock.request(RTM_DELNEIGH, 0, header, attrs, op);
+}
+
+/** `bridge fdb show dev`: the entries of one device (or all with index 0). */
+export function fdbList(sock: NetlinkSocket, index = 0): FdbInfo[] {
+  const out: FdbInfo[] = [];
+  for (const m of sock.dump(RTM_GETNEIGH, ndmsg(AF_BRIDGE, index, 0, 0), [], "listing fdb entries")) {
+    if (m.type !== RTM_NEWNEIGH) continue;
+    const h = structView(m.data);
+    if (h.getUint8(0) !== AF_BRIDGE) continue;
+    const ifindex = h.getInt32(4, true);
+    if (index && ifindex !== index) continue;
+    const attrs = parseAttrs(m.data.subarray(12));
+    const ll = attrs.get(NDA_LLADDR);
+    if (!ll) continue;
+    const e: FdbInfo = {
+      index: ifindex,
+      mac: bytesToMac(ll),
+      state: h.getUint16(8, true),
+      flags: h.getUint8(10),
+    };
+    const dst = attrs.get(NDA_DST);
+    if (dst) e.dst = bytesToIp(dst);
+    out.push(e);
   }
   return out;
 }
