@@ -11,6 +11,7 @@ export const PLUGINS: Record<string, Loader> = {
   bridge: async () => (await import("../plugins/main/bridge/index.ts")).plugin,
   loopback: async () => (await import("../plugins/main/loopback/index.ts")).plugin,
   ptp: async () => (await import("../plugins/main/ptp/index.ts")).plugin,
+  macvlan: async () => (await import("../plugins/main/macvlan/index.ts")).plugin,
   portmap: async () => (await import("../plugins/meta/portmap/index.ts")).plugin,
   tuning: async () => (await import("../plugins/meta/tuning/index.ts")).plugin,
   bandwidth: async () => (await import("../plugins/meta/bandwidth/index.ts")).plugin,
