@@ -13,6 +13,7 @@ export const PLUGINS: Record<string, Loader> = {
   ptp: async () => (await import("../plugins/main/ptp/index.ts")).plugin,
   macvlan: async () => (await import("../plugins/main/macvlan/index.ts")).plugin,
   "host-device": async () => (await import("../plugins/main/host-device/index.ts")).plugin,
+  tap: async () => (await import("../plugins/main/tap/index.ts")).plugin,
   portmap: async () => (await import("../plugins/meta/portmap/index.ts")).plugin,
   tuning: async () => (await import("../plugins/meta/tuning/index.ts")).plugin,
   bandwidth: async () => (await import("../plugins/meta/bandwidth/index.ts")).plugin,
