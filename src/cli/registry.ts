@@ -18,6 +18,7 @@ export const PLUGINS: Record<string, Loader> = {
   tuning: async () => (await import("../plugins/meta/tuning/index.ts")).plugin,
   bandwidth: async () => (await import("../plugins/meta/bandwidth/index.ts")).plugin,
   flannel: async () => (await import("../plugins/meta/flannel/index.ts")).plugin,
+  sbr: async () => (await import("../plugins/meta/sbr/index.ts")).plugin,
   "host-local": async () => (await import("../plugins/ipam/host-local/index.ts")).plugin,
   static: async () => (await import("../plugins/ipam/static/index.ts")).plugin,
 };
