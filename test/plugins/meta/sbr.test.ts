@@ -194,6 +194,52 @@ describe("sbr", () => {
     expect(rules(c)).toEqual([]);
   });
 
+  test.skipIf(!haveUpstream("sbr"))(
+    "dual-stack: one table per address, IPv6 too, same as upstream",
+    async () => {
+      const ours = topology();
+      const theirs = topology();
+      for (const t of [ours, theirs]) {
+        sh(t.c, "ip -6 addr add fd00:81:2::2/64 dev eth1 nodad");
+        sh(t.router, "ip -6 addr add fd00:81:2::1/64 dev p2 nodad");
+      }
+      const config = conf({
+        prevResult: {
+          cniVersion: "1.0.0",
+          interfaces: [{ name: "eth1", sandbox: "x" }],
+          ips: [
+            { interface: 0, address: "10.81.2.2/24", gateway: "10.81.2.1" },
+            { interface: 0, address: "fd00:81:2::2/64", gateway: "fd00:81:2::1" },
+          ],
+        },
+      });
+      const ro = await run(ours.host, "ADD", ours.c.path, config);
+      expect(ro.stderr).toBe("");
+      expect(ro.code).toBe(0);
+      expect((await run(theirs.host, "ADD", theirs.c.path, config, "eth1", `${UPSTREAM_DIR}/sbr`)).code).toBe(
+        0,
+      );
+      const view = (n: TempNetns) => ({
+        rules4: rules(n).map((r) => `${r.src} ${r.table}`),
+        rules6: (n.ip("-6", "rule", "show") as Rule[])
+          .filter((r) => r.src && r.src !== "all")
+          .map((r) => `${r.src} ${r.table}`),
+        t100: tableRoutes(n, "100").sort(),
+        t101: (n.ip("-6", "route", "show", "table", "101") as { dst: string; gateway?: string }[])
+          .map((r) => `${r.dst} ${r.gateway ?? ""}`)
+          .sort(),
+        main6: (n.ip("-6", "route", "show", "table", "main") as { dst: string }[]).map((r) => r.dst).sort(),
+      });
+      const v = view(ours.c);
+      expect(v.rules6).toEqual(["fd00:81:2::2 101"]);
+      expect(v.t101).toContain("default fd00:81:2::1");
+      expect(v).toEqual(view(theirs.c));
+      expect((await run(ours.host, "DEL", ours.c.path, config)).code).toBe(0);
+      expect(view(ours.c).rules6).toEqual([]);
+      expect(view(ours.c).rules4).toEqual([]);
+    },
+  );
+
   test.skipIf(!haveUpstream("sbr"))("same rules and tables as upstream /usr/lib/cni/sbr", async () => {
     const ours = topology();
     const theirs = topology();
