@@ -185,6 +185,55 @@ describe("sbr", () => {
     expect((await run(host, "DEL", path, config)).code).toBe(0);
   });
 
+  test("gateways (upstream main): a static gateway replaces prevResult's; bad lists are code 7", async () => {
+    const { host, c } = topology();
+    sh(c, "ip addr add 10.81.2.3/24 dev eth1");
+    const config = conf({
+      gateways: ["10.81.2.3", "fd00::1"],
+      prevResult: prev("eth1", "10.81.2.2/24", "10.81.2.1"),
+    });
+    const r = await run(host, "ADD", c.path, config);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(tableRoutes(c, "100")).toContain("default via 10.81.2.3 dev eth1");
+    for (const [gateways, msg] of [
+      [["1.1.1.1", "2.2.2.2"], "gateways list contains multiple IPv4 addresses: 1.1.1.1 and 2.2.2.2"],
+      [["x"], "invalid static gateway IP address: x"],
+      [["1.1.1.1", "::1", "::2"], "gateways list cannot contain more than 2 entries (one IPv4, one IPv6)"],
+    ] as const) {
+      const bad = await run(
+        host,
+        "ADD",
+        c.path,
+        conf({ gateways, prevResult: prev("eth0", "10.81.1.2/24") }),
+        "eth0",
+      );
+      expect(bad.json).toEqual({ cniVersion: "1.0.0", code: 7, msg });
+    }
+  });
+
+  test("addSourceHints (upstream main): the subnet route stays in main with the address as source", async () => {
+    const { host, c } = topology();
+    sh(c, "ip route add 10.77.0.0/16 via 10.81.2.1");
+    const config = conf({ addSourceHints: true, prevResult: prev("eth1", "10.81.2.2/24", "10.81.2.1") });
+    const r = await run(host, "ADD", c.path, config);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const main = c.ip("-4", "route", "show", "table", "main") as {
+      dst: string;
+      dev: string;
+      prefsrc?: string;
+    }[];
+    expect(main.filter((x) => x.dev === "eth1").map((x) => `${x.dst} ${x.prefsrc}`)).toEqual([
+      "10.81.2.0/24 10.81.2.2",
+    ]);
+    expect(tableRoutes(c, "100").sort()).toEqual([
+      "10.77.0.0/16 via 10.81.2.1 dev eth1",
+      "10.81.2.0/24 dev eth1",
+      "default via 10.81.2.1 dev eth1",
+    ]);
+  });
+
   test("errors: not chained, no addresses", async () => {
     const { host, c } = topology();
     const a = await run(host, "ADD", c.path, conf());

@@ -127,7 +127,7 @@ function delOptions(r: RouteInfo): RouteOptions {
 }
 
 /** Upstream doRoutes: a table per address, its rule, default route and the interface's routes. */
-async function doRoutes(sock: NetlinkSocket, ifName: string, ips: IPConfig[]): Promise<void> {
+async function doRoutes(sock: NetlinkSocket, ifName: string, ips: IPConfig[], conf: SbrConf): Promise<void> {
   const used = new Set<number>(allRules(sock).map((r) => r.table));
   for (const r of wrap("Failed to list all routes", () => routeList(sock, { table: 0 }))) used.add(r.table);
   const link = linkByName(sock, ifName);
@@ -141,8 +141,8 @@ async function doRoutes(sock: NetlinkSocket, ifName: string, ips: IPConfig[]): P
       const rule = { version, table, src: hostCidr(ip) };
       wrap("Failed to add rule", () => ruleAdd(sock, rule));
       undo.push({ what: `deleting rule from ${ip}`, run: () => ruleDel(sock, rule) });
-      if (ipc.gateway) {
-        const gw = ipc.gateway;
+      const gw = conf.gateways[version] ?? ipc.gateway;
+      if (gw) {
         wrap(`Failed to add default route to ${gw}`, () =>
           routeReplace(sock, {
             dst: version === 4 ? "0.0.0.0/0" : "::/0",
@@ -162,9 +162,45 @@ async function doRoutes(sock: NetlinkSocket, ifName: string, ips: IPConfig[]): P
       used.add(table);
       table = nextFreeTable(used, table + 1);
     }
+    if (conf.addSourceHints) {
+      addSourceHints(sock, link.index, ips, mainRoutes);
+      return;
+    }
     // Deleted only after every copy: several addresses may share a subnet (upstream's order).
     for (const r of mainRoutes) wrap("Failed to delete route", () => routeDel(sock, delOptions(r)));
   });
+}
+
+/**
+ * addSourceHints (upstream main): each address's subnet route stays in the main table with the address
+ * as its source hint, so destination-based routing works too; the other main-table routes go. Failures
+ * here are only warnings upstream: they are ignored the same way.
+ */
+function addSourceHints(sock: NetlinkSocket, index: number, ips: IPConfig[], mainRoutes: RouteInfo[]): void {
+  for (const ipc of ips) {
+    const net = parseNet(ipc.address);
+    if (!net) continue;
+    try {
+      routeReplace(sock, {
+        dst: net.network,
+        version: net.family,
+        index,
+        src: net.ip,
+        scope: "link",
+        table: RT_TABLE.main,
+      });
+    } catch {
+      // upstream logs a warning and goes on
+    }
+  }
+  for (const r of mainRoutes) {
+    if (r.scope === 253 /* link */) continue;
+    try {
+      routeDel(sock, delOptions(r));
+    } catch {
+      // upstream logs a warning and goes on
+    }
+  }
 }
 
 /** Upstream doRoutesWithTable: only the rules, into the given table. */
@@ -193,7 +229,7 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
   await withNetnsLock(args.netns, () =>
     withContainer(args.netns, async (c) => {
       if (conf.table !== undefined) doRulesWithTable(c.sock, ips, conf.table);
-      else await doRoutes(c.sock, args.ifName, ips);
+      else await doRoutes(c.sock, args.ifName, ips, conf);
     }),
   );
   return prev;
