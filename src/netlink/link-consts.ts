@@ -77,6 +77,7 @@ export const IFLA_BRPORT_NEIGH_SUPPRESS = 32;
 export const IFLA_BRPORT_ISOLATED = 33;
 
 export const IFLA_MACVLAN_MODE = 1;
+export const IFLA_MACVLAN_BC_QUEUE_LEN = 7;
 export const IFLA_IPVLAN_MODE = 1;
 export const IFLA_IPVLAN_FLAGS = 2;
 export const IFLA_VLAN_ID = 1;

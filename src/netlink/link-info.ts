@@ -17,7 +17,7 @@ import {
 
 export type LinkInfo =
   | { kind: "bridge"; vlanFiltering: boolean; defaultPvid: number; stp: boolean; mcastSnooping: boolean }
-  | { kind: "macvlan" | "macvtap"; mode: MacvlanMode }
+  | { kind: "macvlan" | "macvtap"; mode: MacvlanMode; bcQueueLen?: number }
   | { kind: "ipvlan"; mode: IpvlanMode; flags: IpvlanFlag }
   | { kind: "vlan"; vlanId: number; protocol: "802.1Q" | "802.1ad" }
   | {
@@ -82,8 +82,15 @@ export function parseLinkInfo(kind: string, data: Uint8Array | undefined): LinkI
         mcastSnooping: u8(K.IFLA_BR_MCAST_SNOOPING) !== 0,
       };
     case "macvlan":
-    case "macvtap":
-      return { kind, mode: nameOf(MACVLAN_MODES, u32(K.IFLA_MACVLAN_MODE), "vepa") };
+    case "macvtap": {
+      // Kernels before 5.11 do not report the broadcast queue length.
+      const bcq = a.get(K.IFLA_MACVLAN_BC_QUEUE_LEN);
+      return {
+        kind,
+        mode: nameOf(MACVLAN_MODES, u32(K.IFLA_MACVLAN_MODE), "vepa"),
+        ...(bcq && { bcQueueLen: read.u32(bcq) }),
+      };
+    }
     case "ipvlan":
       return {
         kind,

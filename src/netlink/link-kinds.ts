@@ -42,6 +42,8 @@ export interface MacvlanSpec extends LinkCommon {
   parentIndex: number;
   /** Kernel default when omitted: vepa. */
   mode?: MacvlanMode;
+  /** Length of the broadcast/multicast queue (kernel ≥ 5.11; default 1000); 0 or omitted: the default. */
+  bcQueueLen?: number;
 }
 
 export type IpvlanMode = "l2" | "l3" | "l3s";
@@ -178,6 +180,7 @@ export function kindAttrs(spec: Exclude<LinkSpec, TuntapSpec>): Attr[] {
     case "macvtap":
       out.push(attr.u32(K.IFLA_LINK, spec.parentIndex));
       if (spec.mode) data.push(attr.u32(K.IFLA_MACVLAN_MODE, MACVLAN_MODES[spec.mode]));
+      if (spec.bcQueueLen) data.push(attr.u32(K.IFLA_MACVLAN_BC_QUEUE_LEN, spec.bcQueueLen));
       break;
     case "ipvlan":
       out.push(attr.u32(K.IFLA_LINK, spec.parentIndex));

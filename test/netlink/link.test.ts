@@ -225,11 +225,21 @@ describe("macvlan, macvtap", () => {
         expect(ip.linkinfo.info_kind).toBe(kind);
         expect(ip.linkinfo.info_data.mode).toBe(mode);
         expect(ip.link).toBe("up0");
-        expect(l?.info).toEqual({ kind, mode });
+        expect(l?.info).toEqual({ kind, mode, bcQueueLen: 1000 });
         expect(l?.parentIndex).toBe(parent.index);
       }
     });
   }
+
+  test("macvlan broadcast queue length and source mode", () => {
+    const n = makeNetns();
+    const parent = veth(n, "up0");
+    const l = linkAdd(n.sock, { kind: "macvlan", name: "mvq", parentIndex: parent.index, bcQueueLen: 345 });
+    expect(l?.info).toEqual({ kind: "macvlan", mode: "vepa", bcQueueLen: 345 });
+    expect(ipLink(n, "mvq").linkinfo.info_data.bcqueuelen).toBe(345);
+    linkAdd(n.sock, { kind: "macvlan", name: "mvs", parentIndex: parent.index, mode: "source" });
+    expect(ipLink(n, "mvs").linkinfo.info_data.mode).toBe("source");
+  });
 
   test("macvlan created straight into another netns", () => {
     const host = makeNetns();

@@ -1,0 +1,149 @@
+/**
+ * What the plugins that give a container one interface share (macvlan, tap, host-device; ipvlan,
+ * vlan and dummy follow the same shape): the MAC with upstream's precedence, the IPAM step with its
+ * undo, the prevResult interface for CHECK, and the checks of addresses and routes.
+ */
+import { ipamAdd, ipamDel } from "../ipam-common/index.ts";
+import { type Link, linkByName, linkSetUp } from "../netlink/link.ts";
+import type { NetlinkSocket } from "../netlink/socket.ts";
+import { sysctlSetIn } from "../netlink/sysctl.ts";
+import type { CmdArgs } from "../skel/types.ts";
+import { isHardwareAddr, loadArgs, parseMac } from "../spec/args.ts";
+import { CniError, ErrCode } from "../spec/errors.ts";
+import { field, getObject, getString, type JSONObject } from "../spec/json.ts";
+import type { Interface, Result } from "../spec/types.ts";
+import type { Container } from "./container.ts";
+import { checkIfaceIPs, checkRoutes, configureIface } from "./iface.ts";
+import type { UndoList } from "./undo.ts";
+
+function fail(msg: string): CniError {
+  return new CniError(ErrCode.Internal, msg);
+}
+
+/** "0A-58-0A-00-00-01" or "0a58.0a00.0001" → "0a:58:0a:00:00:01" (the kernel's form). */
+export function normalizeMac(mac: string): string {
+  const hex = mac.toLowerCase().replace(/[-:.]/g, "");
+  return hex.match(/../g)?.join(":") ?? mac;
+}
+
+/**
+ * The interface's MAC as macvlan and tap take it: the config's `mac`, overridden by CNI_ARGS MAC,
+ * overridden by runtimeConfig.mac. A malformed one is code 7 (config) or 4 (CNI_ARGS).
+ */
+export function linkMac(conf: JSONObject, cniArgs: string): string | undefined {
+  let mac = getString(conf, "mac") || undefined;
+  if (mac !== undefined && !isHardwareAddr(mac, 6)) {
+    throw new CniError(ErrCode.InvalidNetworkConfig, `invalid MAC address ${JSON.stringify(mac)} in "mac"`);
+  }
+  if (cniArgs !== "") {
+    const fromEnv = loadArgs(cniArgs, ["MAC"]).get("MAC");
+    if (fromEnv) {
+      if (!isHardwareAddr(fromEnv, 6)) {
+        throw new CniError(
+          ErrCode.InvalidEnvironmentVariables,
+          `ARGS: invalid MAC address ${JSON.stringify(fromEnv)}`,
+        );
+      }
+      mac = fromEnv;
+    }
+  }
+  const rc = getObject(conf, "runtimeConfig");
+  const fromRuntime = rc ? parseMac(field(rc, "mac"), "runtimeConfig.mac") : undefined;
+  if (fromRuntime) mac = fromRuntime;
+  return mac === undefined ? undefined : normalizeMac(mac);
+}
+
+/** Looks `name` up through `sock`; a missing link is a CniError saying `what`. */
+export function mustLink(sock: NetlinkSocket, name: string, what: string): Link {
+  let link: Link | undefined;
+  try {
+    link = linkByName(sock, name);
+  } catch (err) {
+    throw CniError.from(err, what);
+  }
+  if (!link) throw fail(`${what}: no such link ${JSON.stringify(name)}`);
+  return link;
+}
+
+export interface IpamStepOptions {
+  args: CmdArgs;
+  container: Container;
+  ifName: string;
+  /** The interface the addresses go on, as result.interfaces[0]. */
+  iface: Interface;
+  /** sysctls set best-effort in the container before the addresses ("net/ipv4/conf/eth0/arp_notify"). */
+  sysctls?: string[];
+  undo: UndoList;
+}
+
+/**
+ * IPAM ADD and its rollback, then the addresses and routes on the one container interface (upstream
+ * ipam.ExecAdd + ConfigureIface). The result holds IPAM's IPs (interface 0) and routes, not its DNS.
+ */
+export async function ipamOnIface(o: IpamStepOptions): Promise<Result> {
+  const ipam = await ipamAdd(o.args);
+  o.undo.push({ what: "releasing the IPAM reservation", run: () => ipamDel(o.args) });
+  if (!ipam.ips?.length) throw fail("IPAM plugin returned missing IP config");
+  const result: Result = {
+    cniVersion: "1.1.0",
+    interfaces: [o.iface],
+    ips: ipam.ips.map((ipc) => ({ ...ipc, interface: 0 })),
+  };
+  if (ipam.routes?.length) result.routes = ipam.routes;
+  for (const key of o.sysctls ?? []) {
+    try {
+      sysctlSetIn(o.container.ns, key, 1);
+    } catch {
+      // best effort, as upstream (IPv6 may be off in the container)
+    }
+  }
+  await configureIface(o.container.sock, o.container.ns, o.ifName, result);
+  return result;
+}
+
+/** An interface left without addresses (a layer-2 attachment) is still brought up. */
+export function setUp(sock: NetlinkSocket, ifName: string): void {
+  const link = mustLink(sock, ifName, `failed to find interface name ${JSON.stringify(ifName)}`);
+  try {
+    linkSetUp(sock, link.index);
+  } catch (err) {
+    throw CniError.from(err, `failed to set ${JSON.stringify(ifName)} UP`);
+  }
+}
+
+/** The prevResult a CHECK needs (code 7 when missing, like upstream's error text). */
+export function requirePrevResult(prev: Result | undefined): Result {
+  if (!prev) throw new CniError(ErrCode.InvalidNetworkConfig, "Required prevResult missing");
+  return prev;
+}
+
+/** The prevResult interface named CNI_IFNAME in CNI_NETNS. */
+export function containerIfaceOf(result: Result, args: CmdArgs): Interface {
+  const iface = (result.interfaces ?? []).find((i) => i.name === args.ifName && i.sandbox === args.netns);
+  if (!iface) {
+    const other = (result.interfaces ?? []).find((i) => i.name === args.ifName);
+    throw fail(`Sandbox in prevResult ${other?.sandbox ?? ""} doesn't match configured netns: ${args.netns}`);
+  }
+  return iface;
+}
+
+/** The container link of `rec` exists, with the recorded MAC; returns it. */
+export function checkRecordedLink(sock: NetlinkSocket, rec: Interface): Link {
+  let link: Link | undefined;
+  try {
+    link = linkByName(sock, rec.name);
+  } catch (err) {
+    throw CniError.from(err, `checking ${rec.name}`);
+  }
+  if (!link) throw fail(`Container Interface name in prevResult: ${rec.name} not found`);
+  if (rec.mac && normalizeMac(rec.mac) !== link.mac) {
+    throw fail(`Interface ${rec.name} Mac ${rec.mac} doesn't match container Mac: ${link.mac}`);
+  }
+  return link;
+}
+
+/** The prevResult's addresses are on ifName and its routes are in place (upstream ValidateExpected*). */
+export function checkAddressesAndRoutes(sock: NetlinkSocket, ifName: string, result: Result): void {
+  checkIfaceIPs(sock, ifName, result.ips ?? []);
+  checkRoutes(sock, result.routes ?? []);
+}

@@ -1,0 +1,5 @@
+/** The macvlan plugin as a standalone executable (the multicall CLI dispatches through index.ts). */
+import { pluginMain } from "../../../skel/skel.ts";
+import { plugin } from "./index.ts";
+
+process.exitCode = await pluginMain(plugin);
