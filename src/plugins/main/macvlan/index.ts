@@ -145,6 +145,8 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
  */
 async function cmdDel(args: CmdArgs): Promise<void> {
   const conf = loadMacvlanConf(args.stdinData, args.args, { forDel: true });
+  // IPAM first, as upstream: dhcp releases its lease from the container interface, which must still exist
+  if (conf.ipamType) await ipamDel(args);
   if (args.netns !== "") {
     try {
       await withContainer(args.netns, (c) => delLinkByName(c.sock, args.ifName));
@@ -152,7 +154,6 @@ async function cmdDel(args: CmdArgs): Promise<void> {
       if (!(err instanceof NsNotFoundError)) throw err;
     }
   }
-  if (conf.ipamType) await ipamDel(args);
 }
 
 function checkMacvlan(h: Handles, args: CmdArgs, conf: MacvlanConf, result: Result, master: Link): void {
