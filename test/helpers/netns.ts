@@ -19,6 +19,9 @@
  *   skipUnlessBridgeVlan()       the same for bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)
  *   requiresKernel(...kinds)     a test needing link kinds: skips here with the reason when the kernel lacks
  *                                them, and is tagged `[kernel …]` so the VM lane (scripts/vm test) runs it
+ *   forwardingOff(...netns)      sets IPv4 and IPv6 forwarding to 0 in each netns (a new netns inherits
+ *                                net.ipv4.ip_forward from the root netns, which container hosts have at 1):
+ *                                tests that assert a plugin turned forwarding on, or left it off, start here
  *   skipLabel(name, reason)      the test name with " (skipped: reason)" appended when skipping:
  *       const why = skipUnlessKind("ipvlan");
  *       test.skipIf(!!why)(skipLabel("creates an ipvlan", why), () => { ... });
@@ -130,6 +133,23 @@ export function tempDir(prefix = "tscni-"): { path: string; cleanup(): void } {
   };
   live.add(d);
   return d;
+}
+
+/**
+ * Forwarding off in each netns, whatever the root netns has: with net.core.devconf_inherit_init_net=0 a new
+ * netns copies IPv4's conf/all and conf/default (so net.ipv4.ip_forward) from the root netns; with 1 it
+ * copies IPv6's too. Written with sysctl(8) in the netns, the independent tool.
+ */
+export function forwardingOff(...netns: TempNetns[]): void {
+  const keys = [
+    "net.ipv4.ip_forward=0",
+    "net.ipv6.conf.all.forwarding=0",
+    "net.ipv6.conf.default.forwarding=0",
+  ];
+  for (const n of netns) {
+    const r = n.run(["sysctl", "-qw", ...keys]);
+    if (r.code !== 0) throw new Error(`sysctl -w in ${n.name} failed (${r.code}): ${r.stderr.trim()}`);
+  }
 }
 
 /** Cleans up every netns and temp dir made by this module that is still around. */

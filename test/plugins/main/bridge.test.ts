@@ -3,7 +3,7 @@
  * netns, the plugin and our host-local run as processes; ip -j / bridge -j are the oracles.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { cleanupAll, makeNetns } from "../../helpers/netns.ts";
+import { cleanupAll, forwardingOff, makeNetns } from "../../helpers/netns.ts";
 import {
   add,
   addrOf,
@@ -67,6 +67,7 @@ describe("bridge ADD", () => {
       const w = makeWorld();
       const c1 = makeNetns("c");
       const net = subnet();
+      forwardingOff(w.host);
       const r = await add(w, c1, bridgeConf(w, { isGateway: true }, [[{ subnet: net.cidr }]]));
       expect(r.ips[0].gateway).toBe(`${net.prefix}.1`);
       const brAddrs = globalAddrs(w.host, "br0", 4).map((a) => `${a.local}/${a.prefixlen}`);

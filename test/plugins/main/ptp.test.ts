@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { cleanupAll, makeNetns, type TempNetns, tempDir } from "../../helpers/netns.ts";
+import { cleanupAll, forwardingOff, makeNetns, type TempNetns, tempDir } from "../../helpers/netns.ts";
 import { ipamPath, runPlugin, UPSTREAM_DIR } from "../_run.ts";
 
 afterEach(() => cleanupAll());
@@ -130,6 +130,7 @@ describe("ptp ADD", () => {
   test("result shape, container and host routes, forwarding on in the host netns only", async () => {
     const n = net();
     const c = makeNetns("pc");
+    forwardingOff(n.host, c);
     const r = await add(n, c, conf(n, { mtu: 1400 }));
     const hostName = r.interfaces[0].name;
     expect(hostName).toMatch(/^veth[0-9a-f]{8}$/);
@@ -166,6 +167,7 @@ describe("ptp ADD", () => {
     const n = net();
     const a = makeNetns("pc");
     const b = makeNetns("pc");
+    forwardingOff(n.host, a, b);
     const ra = await add(n, a, conf(n, { ipam: DUAL }), "ctrA");
     const rb = await add(n, b, conf(n, { ipam: DUAL }), "ctrB");
     const [b4, b6] = rb.ips.map((i: { address: string }) => i.address.split("/")[0]);
