@@ -19,6 +19,7 @@ export const PLUGINS: Record<string, Loader> = {
   vrf: async () => (await import("../plugins/meta/vrf/index.ts")).plugin,
   "host-local": async () => (await import("../plugins/ipam/host-local/index.ts")).plugin,
   static: async () => (await import("../plugins/ipam/static/index.ts")).plugin,
+  whereabouts: async () => (await import("../plugins/ipam/whereabouts/index.ts")).plugin,
 };
 
 /** Runnable by name but never installed: test doubles. */
