@@ -1,16 +1,16 @@
 /**
  * whereabouts IPAM on etcd: one range shared by every node of a cluster, allocated in node-affine
- * blocks by etcd transactions (pool.ts has the key layout and the txns). Reads whereabouts' config
- * keys (config.ts), so an existing whereabouts etcd config works; docs/cluster-ipam.md has the design.
+ * blocks by etcd transactions (src/ipam-etcd/pool.ts has the key layout and the txns). Reads whereabouts' config
+ * keys (src/ipam-etcd/config.ts), so an existing whereabouts etcd config works; docs/cluster-ipam.md has the design.
  */
 import { EtcdClient } from "../../../etcd/client.ts";
+import { loadWhereaboutsConf, type WhereaboutsConf } from "../../../ipam-etcd/config.ts";
+import { formatAddr } from "../../../ipam-etcd/ipmath.ts";
+import { etcdError, Pool } from "../../../ipam-etcd/pool.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type IPConfig, type Result } from "../../../spec/types.ts";
 import { validateContainerID, validateInterfaceName } from "../../../spec/validate.ts";
-import { loadWhereaboutsConf, type WhereaboutsConf } from "./config.ts";
-import { formatAddr } from "./ipmath.ts";
-import { etcdError, Pool } from "./pool.ts";
 
 function load(args: CmdArgs): { conf: WhereaboutsConf; pools: Pool[] } {
   const conf = loadWhereaboutsConf(args.stdinData, args.args);

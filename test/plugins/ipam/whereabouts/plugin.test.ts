@@ -4,10 +4,14 @@
  * IPAM touches no kernel state, so every plugin process runs in the etcd netns (see helpers.ts).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { type EtcdCluster, skipUnlessEtcd, startEtcdCluster } from "../../../helpers/etcd.ts";
+import { tempDir } from "../../../helpers/netns.ts";
 import { dump, ipam, netconf } from "./helpers.ts";
 
 const why = skipUnlessEtcd();
+const CLI = join(import.meta.dir, "../../../../src/cli/main.ts");
 let c: EtcdCluster;
 let seq = 0;
 
@@ -206,6 +210,51 @@ describe.skipIf(!!why)("whereabouts on a 3-member etcd", () => {
     expect(ok.code).toBe(0);
     expect((await ipam(c, { command: "STATUS" }, conf)).code).toBe(0);
   }, 120_000);
+
+  test("tscni ipam shows blocks per node with used/free counts and the owner of an address", async () => {
+    const p = pool({ range: "10.80.0.0/26", block_size: 28, gateway: undefined });
+    const got: Record<string, string> = {};
+    for (const [id, node] of [
+      ["v1", "node-a"],
+      ["v2", "node-a"],
+      ["v3", "node-b"],
+    ] as const) {
+      const r = await ipam(
+        c,
+        { command: "ADD", containerID: id, args: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${id}` },
+        p.conf(node),
+      );
+      got[id] = String(r.json.ips[0].address).split("/")[0] as string;
+    }
+    const dir = tempDir("tscni-ipam-view-");
+    const file = join(dir.path, "net.conflist");
+    const conf = p.conf("node-a") as { ipam: object };
+    writeFileSync(
+      file,
+      JSON.stringify({ cniVersion: "1.1.0", name: "wnet", plugins: [{ type: "macvlan", ipam: conf.ipam }] }),
+    );
+    const v = await c.runBun(CLI, ["ipam", file, "--json"]);
+    expect(v.stderr).toBe("");
+    const [view] = JSON.parse(v.stdout);
+    expect(view.used).toBe(3);
+    expect(view.orphans).toBe(0);
+    expect(
+      view.blocks
+        .map((b: { node: string; used: number; free: number }) => [b.node, b.used, b.used + b.free])
+        .sort(),
+    ).toEqual([
+      ["node-a", 2, expect.any(Number)],
+      ["node-b", 1, expect.any(Number)],
+    ]);
+    const text = await c.runBun(CLI, ["ipam", file]);
+    expect(text.stdout).toMatch(/BLOCK\s+NODE\s+USED\s+FREE/);
+    expect(text.stdout).toMatch(/node-b\s+1\s+\d+/);
+    const owner = await c.runBun(CLI, ["ipam", file, "--ip", got.v3 as string]);
+    expect(owner.stdout.trim()).toBe(`${got.v3}: node node-b container v3 ifname eth0 pod default/v3`);
+    expect((await c.runBun(CLI, ["ipam", file, "--ip", "10.80.0.62"])).stdout.trim()).toBe(
+      "10.80.0.62: free",
+    );
+  }, 60_000);
 
   test("config errors are code 7 and name the key", async () => {
     const bad = await ipam(c, { command: "ADD" }, netconf(c, { range: "10.0.0.0/33" }));

@@ -13,10 +13,10 @@
  */
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
-import type { EtcdOptions } from "../../../etcd/client.ts";
-import { parseCniArgs } from "../../../spec/args.ts";
-import { parseValidAttachments } from "../../../spec/conf.ts";
-import { CniError, ErrCode } from "../../../spec/errors.ts";
+import type { EtcdOptions } from "../etcd/client.ts";
+import { parseCniArgs } from "../spec/args.ts";
+import { parseValidAttachments } from "../spec/conf.ts";
+import { CniError, ErrCode } from "../spec/errors.ts";
 import {
   getArray,
   getInt,
@@ -26,9 +26,9 @@ import {
   isObject,
   type JSONObject,
   parseJSONObject,
-} from "../../../spec/json.ts";
-import type { DNS, GCAttachment, Route } from "../../../spec/types.ts";
-import { validateNetworkName } from "../../../spec/validate.ts";
+} from "../spec/json.ts";
+import type { DNS, GCAttachment, Route } from "../spec/types.ts";
+import { validateNetworkName } from "../spec/validate.ts";
 import {
   type Addr,
   formatAddr,

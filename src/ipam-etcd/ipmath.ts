@@ -1,5 +1,5 @@
 /** Addresses as (family, bigint) for block arithmetic; parsing and printing through src/spec/ipaddr.ts. */
-import { formatIP, parseCIDR, parseIP, toIPv4 } from "../../../spec/ipaddr.ts";
+import { formatIP, parseCIDR, parseIP, toIPv4 } from "../spec/ipaddr.ts";
 
 export interface Addr {
   family: 4 | 6;

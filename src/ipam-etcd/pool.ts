@@ -20,8 +20,8 @@
  * (txn: value(blocks/<b>) == this node's claim and no key in the block's ips range). An ADD that read
  * the block before the hand-back fails its mod_revision compare, so no address lives in a free block.
  */
-import { type EtcdClient, EtcdError, type KeyValue, prefixEnd, type TxnOp } from "../../../etcd/client.ts";
-import { CniError, ErrCode } from "../../../spec/errors.ts";
+import { type EtcdClient, EtcdError, type KeyValue, prefixEnd, type TxnOp } from "../etcd/client.ts";
+import { CniError, ErrCode } from "../spec/errors.ts";
 import type { PoolRange } from "./config.ts";
 import { type Addr, addrHex, bits, contains, formatAddr, hexAddr, type Subnet } from "./ipmath.ts";
 
