@@ -52,7 +52,11 @@ export async function ipam(c: EtcdCluster, call: IpamCall, conf: object): Promis
 }
 
 /** Every key under the IPAM prefix (curl to the gateway inside the netns): key → value. */
-export async function dump(c: EtcdCluster, prefix = "/tscni/ipam/"): Promise<Map<string, string>> {
+export async function dump(
+  c: EtcdCluster,
+  prefix = "/tscni/ipam/",
+  member = 0,
+): Promise<Map<string, string>> {
   const b64 = (s: string) => Buffer.from(s).toString("base64");
   const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
   const r = await c.exec(
@@ -62,7 +66,7 @@ export async function dump(c: EtcdCluster, prefix = "/tscni/ipam/"): Promise<Map
       "-m",
       "5",
       "-XPOST",
-      `${c.endpoints[0]}/v3/kv/range`,
+      `${c.endpoints[member]}/v3/kv/range`,
       "-d",
       JSON.stringify({ key: b64(prefix), range_end: b64(end) }),
     ],

@@ -211,6 +211,30 @@ describe.skipIf(!!why)("whereabouts on a 3-member etcd", () => {
     expect((await ipam(c, { command: "STATUS" }, conf)).code).toBe(0);
   }, 120_000);
 
+  test("a member killed during 2 × 16 parallel ADDs: every ADD succeeds, all distinct, one owner per block", async () => {
+    const p = pool({ range: "10.90.0.0/24", block_size: 28, gateway: undefined });
+    const jobs = ["node-a", "node-b"].flatMap((node) =>
+      Array.from({ length: 16 }, (_, i) => ({ node, id: `${node}-m${i}` })),
+    );
+    const running = Promise.all(
+      jobs.map((j) => ipam(c, { command: "ADD", containerID: j.id }, p.conf(j.node))),
+    );
+    await Bun.sleep(400);
+    c.members[0]?.kill(); // the first endpoint every client prefers
+    const outs = await running;
+    expect(outs.filter((o) => o.code !== 0).map((o) => o.stdout)).toEqual([]);
+    expect(new Set(outs.map((o) => o.json.ips[0].address)).size).toBe(32);
+    const kv = await dump(c, "/tscni/ipam/", 1);
+    expect(keysOf(kv, p.name, "owners")).toHaveLength(32);
+    expect(keysOf(kv, p.name, "ips")).toHaveLength(32);
+    for (const k of keysOf(kv, p.name, "ips")) {
+      const rec = JSON.parse(kv.get(k) as string);
+      expect(kv.has(`/tscni/ipam/pools/${p.name}~10.90.0.0_24/blocks/${rec.block}`)).toBe(true);
+    }
+    await c.members[0]?.start();
+    await c.waitHealthy(3);
+  }, 120_000);
+
   test("tscni ipam shows blocks per node with used/free counts and the owner of an address", async () => {
     const p = pool({ range: "10.80.0.0/26", block_size: 28, gateway: undefined });
     const got: Record<string, string> = {};
