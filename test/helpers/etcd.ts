@@ -34,6 +34,8 @@ export interface EtcdMember {
   readonly peerUrl: string;
   readonly dataDir: string;
   readonly running: boolean;
+  /** The member's pid while it runs (for CPU accounting in bench/). */
+  readonly pid: number | undefined;
   kill(): void;
   start(): Promise<void>;
 }
@@ -105,6 +107,9 @@ export async function startEtcdCluster(o: EtcdClusterOptions = {}): Promise<Etcd
       clientUrl: client(i),
       peerUrl: peer(i),
       dataDir,
+      get pid() {
+        return proc?.pid;
+      },
       get running() {
         return proc !== undefined && proc.exitCode === null && proc.signalCode === null;
       },
