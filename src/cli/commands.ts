@@ -35,6 +35,7 @@ const USAGE = `usage: tscni <command> [args]
   status <net>                              STATUS of every plugin of a network
   validate <net>                            check the plugins of a network exist and speak its version
   ls                                        cached attachments
+  ipam <net|file> [--ip ADDR] [--json]      cluster IPAM (whereabouts on etcd): blocks per node, owners
   pod up|down|status <ns>/<name> <netns> [--id ID] [--uid UID]
                                             kubelet's pod flow: loopback, then the default network
   version                                   tscni's version and the CNI versions it speaks
@@ -232,6 +233,11 @@ export async function runCli(argv: string[]): Promise<number> {
       case "ls":
         await ls();
         return 0;
+      case "ipam": {
+        const { ipamCmd } = await import("./ipam.ts");
+        await ipamCmd(rest);
+        return 0;
+      }
       case "pod": {
         const { podCmd } = await import("./pod.ts");
         await podCmd(rest, env());

@@ -27,6 +27,7 @@ export const PLUGINS: Record<string, Loader> = {
   "host-local": async () => (await import("../plugins/ipam/host-local/index.ts")).plugin,
   static: async () => (await import("../plugins/ipam/static/index.ts")).plugin,
   dhcp: async () => (await import("../plugins/ipam/dhcp/index.ts")).load(),
+  whereabouts: async () => (await import("../plugins/ipam/whereabouts/index.ts")).plugin,
 };
 
 /** Runnable by name but never installed: test doubles. */

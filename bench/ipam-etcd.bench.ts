@@ -1,0 +1,79 @@
+/**
+ * Cluster IPAM (whereabouts on a 3-member etcd 3.4, test/helpers/etcd.ts) against host-local, both as
+ * the compiled tscni: one ADD (goal ≤ 1.5× host-local), allocations/s at 64-way concurrency across 2
+ * nodes, and whereabouts' failing case scaled to this machine (128 pods × 16 attachments = 2,048
+ * allocations across 2 nodes: goal ≤ 60 s, 0 duplicates). The measuring runs inside the etcd netns
+ * (bench/ipam-etcd.driver.ts).
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { buildTscni } from "../test/helpers/build.ts";
+import { startEtcdCluster } from "../test/helpers/etcd.ts";
+import { machineLine, type Stats, table, writeSection } from "./lib.ts";
+
+const repo = resolve(import.meta.dir, "..");
+const exe = existsSync(join(repo, "dist/tscni")) ? join(repo, "dist/tscni") : buildTscni();
+const root = mkdtempSync(join(tmpdir(), "tscni-bench-etcd-"));
+const bin = join(root, "bin");
+Bun.spawnSync(["mkdir", "-p", bin]);
+for (const name of ["whereabouts", "host-local"]) symlinkSync(exe, join(bin, name));
+
+/** CPU seconds (user + system) the etcd members used so far. */
+function etcdCpu(): number {
+  let ticks = 0;
+  for (const m of cluster.members) {
+    if (!m.pid) continue;
+    const f = readFileSync(`/proc/${m.pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+    ticks += Number(f[11]) + Number(f[12]);
+  }
+  return ticks / 100;
+}
+
+const cluster = await startEtcdCluster({ members: 3 });
+try {
+  const cpu0 = etcdCpu();
+  const t0 = performance.now();
+  const r = await cluster.runBun(
+    join(import.meta.dir, "ipam-etcd.driver.ts"),
+    [bin, cluster.endpoints.join(","), root],
+    {
+      timeoutMs: 600_000,
+    },
+  );
+  if (r.code !== 0) throw new Error(`driver failed (${r.code}): ${r.stderr}`);
+  const etcdSeconds = etcdCpu() - cpu0;
+  const wallSeconds = (performance.now() - t0) / 1000;
+  const m = JSON.parse(r.stdout) as {
+    one: Stats[];
+    w64: { ms: number; distinct: number };
+    big: { pods: number; nets: number; ms: number; allocations: number; distinct: number };
+  };
+  const ratio = (m.one[0] as Stats).medianMs / (m.one[1] as Stats).medianMs;
+  const md = [
+    "## Cluster IPAM: whereabouts on a 3-member etcd vs host-local (process included)",
+    "",
+    machineLine(),
+    "",
+    "### One ADD (+ DEL untimed)",
+    "",
+    table(m.one),
+    "",
+    `whereabouts / host-local: ${ratio.toFixed(2)}× (goal ≤ 1.5×)`,
+    "",
+    "### 64 parallel ADDs across 2 nodes, one range",
+    "",
+    `${(m.w64.ms / 1000).toFixed(2)} s, ${((64 / m.w64.ms) * 1000).toFixed(0)} allocations/s, ${m.w64.distinct} distinct of 64`,
+    "",
+    `### ${m.big.pods} pods × ${m.big.nets} attachments across 2 nodes (whereabouts issue 313's case)`,
+    "",
+    `etcd members' CPU over the whole run (${wallSeconds.toFixed(0)} s, ~${2 * (33 + 64) + m.big.allocations} allocations and releases): ${etcdSeconds.toFixed(1)} s, ${((etcdSeconds / (2 * (33 + 64) + m.big.allocations)) * 1000).toFixed(1)} ms per operation; load average at the end: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
+    "",
+    `${m.big.allocations} allocations in ${(m.big.ms / 1000).toFixed(1)} s (goal ≤ 60 s), ${(m.big.allocations / (m.big.ms / 1000)).toFixed(0)} allocations/s, ${m.big.allocations - m.big.distinct} duplicates`,
+  ].join("\n");
+  console.log(md);
+  writeSection("ipam-etcd", md);
+} finally {
+  await cluster.stop();
+  rmSync(root, { recursive: true, force: true });
+}

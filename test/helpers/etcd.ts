@@ -1,0 +1,205 @@
+/**
+ * A real etcd cluster for tests (Debian's /usr/bin/etcd 3.4), inside a throwaway netns:
+ *
+ *   const c = await startEtcdCluster({members: 3});   // members on 127.0.0.1:<port> inside c.netns
+ *   c.endpoints                 ["http://127.0.0.1:23791", …]
+ *   await c.exec(argv, {stdin, env, timeoutMs})   → {code, stdout, stderr}: a process inside the netns
+ *                                                   (a plugin, a driver script; the test process cannot
+ *                                                   reach the members itself)
+ *   await c.runBun(file, args, opts)               the same with the pinned bun
+ *   c.members[i].kill()         SIGKILL one member (sync) · await c.members[i].start() restarts it on its data dir
+ *   await c.waitHealthy(n)      until n members answer /health
+ *   await c.stop()              kills every member, deletes the netns and data dirs (also at the end of the run)
+ *
+ * Every member runs under `setpriv --pdeathsig KILL`, so it dies with the test process whatever happens,
+ * and its data dir lives under a temp dir. Election timings are short (heartbeat 50 ms, election 500 ms)
+ * so member-kill tests take seconds, not minutes.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { makeNetns, type TempNetns, tempDir } from "./netns.ts";
+import type { ProcOutput } from "./proc.ts";
+import { onTestRunEnd } from "./teardown.ts";
+
+export const ETCD_BIN = "/usr/bin/etcd";
+const BUN = join(import.meta.dir, "../../node_modules/.bin/bun");
+
+export function skipUnlessEtcd(): string | undefined {
+  return existsSync(ETCD_BIN) ? undefined : `${ETCD_BIN} missing (scripts/setup installs etcd-server)`;
+}
+
+export interface EtcdMember {
+  readonly name: string;
+  readonly clientUrl: string;
+  readonly peerUrl: string;
+  readonly dataDir: string;
+  readonly running: boolean;
+  /** The member's pid while it runs (for CPU accounting in bench/). */
+  readonly pid: number | undefined;
+  kill(): void;
+  start(): Promise<void>;
+}
+
+export interface EtcdCluster {
+  readonly netns: TempNetns;
+  readonly endpoints: string[];
+  readonly members: EtcdMember[];
+  exec(argv: string[], o?: ExecOptions): Promise<ProcOutput>;
+  runBun(file: string, args?: string[], o?: ExecOptions): Promise<ProcOutput>;
+  /** Until `n` members answer /health with health true (default all running ones). */
+  waitHealthy(n?: number, timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface ExecOptions {
+  stdin?: string;
+  env?: Record<string, string>;
+  timeoutMs?: number;
+}
+
+export interface EtcdClusterOptions {
+  members?: number;
+  /** First client port (peers use port + 100). */
+  basePort?: number;
+  /** Extra etcd flags for every member. */
+  extraArgs?: string[];
+}
+
+const live = new Set<EtcdCluster>();
+
+async function execIn(netns: string, argv: string[], o: ExecOptions = {}): Promise<ProcOutput> {
+  const proc = Bun.spawn(["ip", "netns", "exec", netns, ...argv], {
+    env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...o.env },
+    stdin: o.stdin !== undefined ? new TextEncoder().encode(o.stdin) : "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), o.timeoutMs ?? 60_000);
+  try {
+    const [stdout, stderr, code] = await Promise.all([
+      new Response(proc.stdout).text(),
+      new Response(proc.stderr).text(),
+      proc.exited,
+    ]);
+    return { code, stdout, stderr };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function startEtcdCluster(o: EtcdClusterOptions = {}): Promise<EtcdCluster> {
+  const n = o.members ?? 3;
+  const base = o.basePort ?? 23791;
+  const netns = makeNetns("etcd");
+  netns.ip("link", "set", "lo", "up");
+  const dir = tempDir("tscni-etcd-");
+  const names = Array.from({ length: n }, (_, i) => `m${i}`);
+  const peer = (i: number) => `http://127.0.0.1:${base + 100 + i}`;
+  const client = (i: number) => `http://127.0.0.1:${base + i}`;
+  const initialCluster = names.map((nm, i) => `${nm}=${peer(i)}`).join(",");
+  const token = `tscni-${Math.random().toString(36).slice(2, 10)}`;
+
+  const members: EtcdMember[] = names.map((name, i) => {
+    let proc: ReturnType<typeof Bun.spawn> | undefined;
+    const dataDir = join(dir.path, name);
+    const m: EtcdMember = {
+      name,
+      clientUrl: client(i),
+      peerUrl: peer(i),
+      dataDir,
+      get pid() {
+        return proc?.pid;
+      },
+      get running() {
+        return proc !== undefined && proc.exitCode === null && proc.signalCode === null;
+      },
+      kill() {
+        if (proc && proc.exitCode === null) proc.kill("SIGKILL");
+        proc = undefined;
+      },
+      async start() {
+        if (m.running) return;
+        const args = [
+          "setpriv",
+          "--pdeathsig",
+          "KILL",
+          ETCD_BIN,
+          `--name=${name}`,
+          `--data-dir=${dataDir}`,
+          `--listen-client-urls=${client(i)}`,
+          `--advertise-client-urls=${client(i)}`,
+          `--listen-peer-urls=${peer(i)}`,
+          `--initial-advertise-peer-urls=${peer(i)}`,
+          `--initial-cluster=${initialCluster}`,
+          `--initial-cluster-token=${token}`,
+          "--initial-cluster-state=new",
+          "--heartbeat-interval=50",
+          "--election-timeout=500",
+          "--logger=zap",
+          `--log-outputs=${join(dir.path, `${name}.log`)}`,
+          ...(o.extraArgs ?? []),
+        ];
+        proc = Bun.spawn(["ip", "netns", "exec", netns.name, ...args], {
+          stdin: "ignore",
+          stdout: "ignore",
+          stderr: "ignore",
+        });
+      },
+    };
+    return m;
+  });
+
+  const cluster: EtcdCluster = {
+    netns,
+    endpoints: members.map((m) => m.clientUrl),
+    members,
+    exec: (argv, eo) => execIn(netns.name, argv, eo),
+    runBun: (file, args = [], eo) => execIn(netns.name, [BUN, file, ...args], eo),
+    async waitHealthy(want, timeoutMs = 20_000) {
+      const need = want ?? members.filter((m) => m.running).length;
+      const deadline = Date.now() + timeoutMs;
+      let last = "";
+      while (Date.now() < deadline) {
+        let ok = 0;
+        for (const m of members) {
+          if (!m.running) continue;
+          const r = await execIn(netns.name, ["curl", "-s", "-m", "1", `${m.clientUrl}/health`], {
+            timeoutMs: 3000,
+          });
+          last = r.stdout;
+          if (r.code === 0 && /"health":\s*"true"/.test(r.stdout)) ok++;
+        }
+        if (ok >= need) return;
+        await Bun.sleep(100);
+      }
+      throw new Error(
+        `etcd cluster: fewer than ${need} members healthy after ${timeoutMs} ms (last: ${last})`,
+      );
+    },
+    async stop() {
+      if (!live.has(cluster)) return;
+      live.delete(cluster);
+      for (const m of members) m.kill();
+      await Bun.sleep(50);
+      netns.cleanup();
+      dir.cleanup();
+    },
+  };
+  live.add(cluster);
+  try {
+    await Promise.all(members.map((m) => m.start()));
+    await cluster.waitHealthy(n);
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+  return cluster;
+}
+
+/** Kills whatever cluster a failed test left (sync: SIGKILL; the netns and dirs go with cleanupAll). */
+onTestRunEnd(() => {
+  for (const c of [...live]) {
+    for (const m of c.members) m.kill();
+    live.delete(c);
+  }
+});
