@@ -29,8 +29,9 @@ export interface VtepOptions {
   publicIP: string;
   /** The underlay link that holds publicIP. */
   underlay: Link;
-  /** This node's leased subnet ("10.244.1.0/24"). */
-  subnet: string;
+  /** This node's leased subnet ("10.244.1.0/24"); absent: the device is made (its MAC goes into the
+   * lease) and gets its address once the lease is taken. */
+  subnet?: string;
 }
 
 export interface Peer {
@@ -68,13 +69,17 @@ export function ensureVtep(sock: NetlinkSocket, o: VtepOptions): Link {
     dev = linkByName(sock, name);
     if (!dev) throw new Error(`creating ${name}: not found after creating it`);
   }
-  const own = `${networkOf(o.subnet)}/32`;
-  const stale = addrList(sock, { index: dev.index, version: 4 }).filter((a) => a.address !== own);
-  addrReplace(sock, { index: dev.index, devName: name, address: own });
-  // a lease that changed (another subnet) leaves its old address: only this node's own may stay
-  for (const a of stale) addrDel(sock, { index: dev.index, devName: name, address: a.address });
+  if (o.subnet) setVtepSubnet(sock, dev, o.subnet);
   linkSetUp(sock, dev.index);
   return dev;
+}
+
+/** The device's only IPv4 address becomes <subnet network>/32 (a changed lease leaves no old one). */
+export function setVtepSubnet(sock: NetlinkSocket, dev: Link, subnet: string): void {
+  const own = `${networkOf(subnet)}/32`;
+  const stale = addrList(sock, { index: dev.index, version: 4 }).filter((a) => a.address !== own);
+  addrReplace(sock, { index: dev.index, devName: dev.name, address: own });
+  for (const a of stale) addrDel(sock, { index: dev.index, devName: dev.name, address: a.address });
 }
 
 /**

@@ -63,6 +63,10 @@ export interface EtcdClusterOptions {
   basePort?: number;
   /** Extra etcd flags for every member. */
   extraArgs?: string[];
+  /** The address members listen on (default 127.0.0.1); `prepare` must give the netns that address. */
+  host?: string;
+  /** Runs in the cluster's netns before the members start (links, addresses: reach from other netns). */
+  prepare?: (netns: TempNetns) => void;
 }
 
 const live = new Set<EtcdCluster>();
@@ -92,10 +96,12 @@ export async function startEtcdCluster(o: EtcdClusterOptions = {}): Promise<Etcd
   const base = o.basePort ?? 23791;
   const netns = makeNetns("etcd");
   netns.ip("link", "set", "lo", "up");
+  o.prepare?.(netns);
   const dir = tempDir("tscni-etcd-");
   const names = Array.from({ length: n }, (_, i) => `m${i}`);
-  const peer = (i: number) => `http://127.0.0.1:${base + 100 + i}`;
-  const client = (i: number) => `http://127.0.0.1:${base + i}`;
+  const host = o.host ?? "127.0.0.1";
+  const peer = (i: number) => `http://${host}:${base + 100 + i}`;
+  const client = (i: number) => `http://${host}:${base + i}`;
   const initialCluster = names.map((nm, i) => `${nm}=${peer(i)}`).join(",");
   const token = `tscni-${Math.random().toString(36).slice(2, 10)}`;
 

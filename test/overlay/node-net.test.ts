@@ -1,0 +1,223 @@
+/**
+ * `tscni node-net` on three "nodes" (throwaway netns on an underlay bridge) with a 3-member etcd reachable
+ * on the underlay: each node leases a distinct subnet and writes subnet.env, pods on different nodes ping
+ * across the VXLAN overlay, a stopped node's routes, neighbours and fdb entries go after its lease TTL
+ * and come back (same subnet) when it restarts, and restarting a daemon tears no packet path down.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { type EtcdCluster, skipUnlessEtcd, startEtcdCluster } from "../helpers/etcd.ts";
+import { cleanupAll, makeNetns, type TempNetns, tempDir } from "../helpers/netns.ts";
+
+const why = skipUnlessEtcd();
+const REPO = join(import.meta.dir, "../..");
+const BUN = join(REPO, "node_modules/.bin/bun");
+const MAIN = join(REPO, "src/cli/main.ts");
+const PREFIX = "/coreos.com/network";
+
+function sh(n: TempNetns, ...cmd: string[]): void {
+  const r = n.run(cmd);
+  if (r.code !== 0) throw new Error(`${cmd.join(" ")} in ${n.name}: ${r.stderr}`);
+}
+
+interface Node {
+  ns: TempNetns;
+  pod?: TempNetns;
+  env: string;
+  daemon?: ChildProcess;
+  log: string;
+}
+
+let etcd: EtcdCluster | undefined;
+const nodes: Node[] = [];
+
+afterAll(async () => {
+  for (const n of nodes) n.daemon?.kill("SIGKILL");
+  await etcd?.stop();
+  cleanupAll();
+});
+
+async function until(what: string, ok: () => boolean, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(100);
+  }
+}
+
+function startDaemon(n: Node): void {
+  n.daemon = spawn(
+    "ip",
+    [
+      "netns",
+      "exec",
+      n.ns.name,
+      BUN,
+      MAIN,
+      "node-net",
+      "--etcd-endpoints",
+      etcd?.endpoints.join(",") ?? "",
+      "--iface",
+      "eth0",
+      "--subnet-file",
+      n.env,
+      "--ttl",
+      "3",
+      "--poll-ms",
+      "300",
+    ],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  n.daemon.stderr?.on("data", (d: Buffer) => {
+    n.log += d.toString();
+  });
+}
+
+async function stopDaemon(n: Node): Promise<void> {
+  const d = n.daemon;
+  if (!d) return;
+  const exited = new Promise((r) => d.once("exit", r));
+  d.kill("SIGKILL");
+  await exited;
+  n.daemon = undefined;
+}
+
+function subnetOf(n: Node): string {
+  const m = /FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.1\/24/.exec(readFileSync(n.env, "utf8"));
+  if (!m) throw new Error(`no subnet in ${n.env}`);
+  return m[1] ?? "";
+}
+
+function ping(from: TempNetns, ip: string): boolean {
+  return from.run(["ping", "-c", "1", "-W", "1", ip]).code === 0;
+}
+
+function vtepRoutes(n: Node): string[] {
+  return (n.ns.ip("-4", "route", "show", "dev", "flannel.1") as { dst: string }[]).map((r) => r.dst).sort();
+}
+
+describe.skipIf(!!why)("tscni node-net", () => {
+  test("three nodes: leases, subnet.env, pod-to-pod pings, a node leaving and coming back, a daemon restart", async () => {
+    const dir = tempDir("tscni-nodenet-").path;
+    const underlay = makeNetns("nu");
+    sh(underlay, "ip", "link", "add", "br0", "type", "bridge");
+    sh(underlay, "ip", "link", "set", "br0", "up");
+    etcd = await startEtcdCluster({
+      members: 3,
+      basePort: 25791,
+      host: "192.168.50.100",
+      prepare: (e) => {
+        sh(underlay, "ip", "link", "add", "ue", "type", "veth", "peer", "name", "eth0", "netns", e.name);
+        sh(underlay, "ip", "link", "set", "ue", "master", "br0", "up");
+        sh(e, "ip", "addr", "add", "192.168.50.100/24", "dev", "eth0");
+        sh(e, "ip", "link", "set", "eth0", "up");
+      },
+    });
+    const cfg = JSON.stringify({
+      Network: "10.244.0.0/16",
+      SubnetLen: 24,
+      Backend: { Type: "vxlan", VNI: 1 },
+    });
+    const put = await etcd.exec(
+      ["etcdctl", `--endpoints=${etcd.endpoints[0]}`, "put", `${PREFIX}/config`, cfg],
+      {
+        env: { ETCDCTL_API: "3" },
+      },
+    );
+    expect(put.stdout.trim()).toBe("OK");
+
+    for (let i = 1; i <= 3; i++) {
+      const ns = makeNetns(`nn${i}`);
+      sh(underlay, "ip", "link", "add", `u${i}`, "type", "veth", "peer", "name", "eth0", "netns", ns.name);
+      sh(underlay, "ip", "link", "set", `u${i}`, "master", "br0", "up");
+      sh(ns, "ip", "addr", "add", `192.168.50.${i}/24`, "dev", "eth0");
+      sh(ns, "ip", "link", "set", "eth0", "up");
+      for (const k of [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+      ])
+        sh(ns, "sysctl", "-qw", k);
+      nodes.push({ ns, env: join(dir, `node${i}.env`), log: "" });
+    }
+    for (const n of nodes) startDaemon(n);
+    await until("every subnet.env", () => nodes.every((n) => existsSync(n.env)));
+    const subnets = nodes.map(subnetOf);
+    expect(new Set(subnets).size).toBe(3);
+    expect(readFileSync(nodes[0]!.env, "utf8")).toContain("FLANNEL_NETWORK=10.244.0.0/16\n");
+    expect(readFileSync(nodes[0]!.env, "utf8")).toContain("FLANNEL_MTU=1450\n");
+
+    // a pod per node on the node's subnet (what the flannel plugin's bridge would give it)
+    for (const [i, n] of nodes.entries()) {
+      const pod = makeNetns(`np${i + 1}`);
+      sh(n.ns, "ip", "link", "add", "cni0", "type", "veth", "peer", "name", "eth0", "netns", pod.name);
+      sh(n.ns, "ip", "addr", "add", `${subnets[i]}.1/24`, "dev", "cni0");
+      sh(n.ns, "ip", "link", "set", "cni0", "up");
+      sh(pod, "ip", "addr", "add", `${subnets[i]}.2/24`, "dev", "eth0");
+      sh(pod, "ip", "link", "set", "eth0", "up");
+      sh(pod, "ip", "route", "add", "default", "via", `${subnets[i]}.1`);
+      n.pod = pod;
+    }
+    const [a, b, c] = nodes as [Node, Node, Node];
+    await until(
+      "pod A reaches pods B and C",
+      () => ping(a.pod!, `${subnets[1]}.2`) && ping(a.pod!, `${subnets[2]}.2`),
+    );
+    expect(ping(c.pod!, `${subnets[1]}.2`)).toBe(true);
+    // a TCP transfer between pods on two nodes
+    const server = spawn("ip", ["netns", "exec", b.pod!.name, "iperf3", "-s", "-1", "-p", "5201"], {
+      stdio: "ignore",
+    });
+    try {
+      await Bun.sleep(300);
+      const client = a.pod!.run(["iperf3", "-c", `${subnets[1]}.2`, "-p", "5201", "-n", "2M", "-J"]);
+      expect(client.code).toBe(0);
+      expect(JSON.parse(client.stdout).end.sum_sent.bytes).toBeGreaterThanOrEqual(2 * 1024 * 1024);
+      expect(JSON.parse(client.stdout).end.sum_received.bytes).toBeGreaterThan(1_000_000);
+    } finally {
+      server.kill("SIGKILL");
+    }
+
+    // node C goes away: after its lease TTL, A forgets it
+    await stopDaemon(c);
+    await until("A drops C's route", () => !vtepRoutes(a).includes(`${subnets[2]}.0/24`), 20_000);
+    expect(vtepRoutes(a)).toEqual([`${subnets[1]}.0/24`]);
+    const fdb = JSON.parse(a.ns.run(["bridge", "-j", "fdb", "show", "dev", "flannel.1"]).stdout) as {
+      dst?: string;
+    }[];
+    expect(fdb.filter((f) => f.dst).map((f) => f.dst)).toEqual(["192.168.50.2"]);
+    expect(ping(a.pod!, `${subnets[2]}.2`)).toBe(false);
+
+    // C comes back: the same subnet (its PublicIP's lease), reachable again
+    startDaemon(c);
+    await until("A reaches C again", () => ping(a.pod!, `${subnets[2]}.2`), 20_000);
+    expect(subnetOf(c)).toBe(subnets[2] ?? "");
+
+    // restarting A's daemon tears nothing down: B keeps reaching A's pod throughout
+    const pinger = spawn("ip", [
+      "netns",
+      "exec",
+      b.pod!.name,
+      "ping",
+      "-c",
+      "30",
+      "-i",
+      "0.1",
+      "-W",
+      "1",
+      `${subnets[0]}.2`,
+    ]);
+    let out = "";
+    pinger.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    const done = new Promise((r) => pinger.once("exit", r));
+    await Bun.sleep(500);
+    await stopDaemon(a);
+    startDaemon(a);
+    await done;
+    expect(out).toContain("30 received");
+  }, 180_000);
+});
