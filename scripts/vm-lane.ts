@@ -97,10 +97,15 @@ function main(): number {
   try {
     const secs = process.env.TSCNI_VM_TIMEOUT ?? "1500";
     const inner = `bun test --timeout 600000 -t '${filter}' ${chosen.join(" ")} 2>&1 | tee /run/vm-out/test.log; exit \${PIPESTATUS[0]}`;
-    const r = spawnSync(join(repo, "scripts/vm"), ["run", "-t", secs, "--", "bash", "-c", inner], {
-      stdio: "inherit",
-      env: { ...process.env, TSCNI_VM_OUT: out },
-    });
+    // setpriv: the runner (and through it the guest) dies with this process
+    const r = spawnSync(
+      "setpriv",
+      ["--pdeathsig", "KILL", join(repo, "scripts/vm"), "run", "-t", secs, "--", "bash", "-c", inner],
+      {
+        stdio: "inherit",
+        env: { ...process.env, TSCNI_VM_OUT: out },
+      },
+    );
     const took = ` in ${((performance.now() - start) / 1000).toFixed(0)} s (boot included)`;
     let log = "";
     try {

@@ -3,7 +3,7 @@
 // leaves a qemu process or a host mount behind. Each test boots the VM once (TCG: seconds, not ms).
 import { afterEach, describe, expect, test } from "bun:test";
 import { spawn, spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { cleanupAll, tempDir } from "../helpers/netns.ts";
 
@@ -99,7 +99,7 @@ describe("scripts/vm run", () => {
   );
 
   test(
-    "kill -9 of the runner's timeout takes qemu with it (parent-death signal)",
+    "kill -9 of the runner takes timeout and qemu with it (parent-death signals)",
     async () => {
       const out = tempDir("tscni-vmt-").path;
       const child = spawn(vm, ["run", "-t", "600", "--", "sleep", "600"], {
@@ -113,12 +113,14 @@ describe("scripts/vm run", () => {
           pids = qemuFor(out);
         }
         expect(pids).toHaveLength(1);
-        // qemu's parent is `timeout`; kill it the way a kubelet or an OOM kill would
+        // qemu's parent is `timeout`, whose parent is the runner
         const ppid = Number(readFileSync(`/proc/${pids[0]}/stat`, "utf8").split(") ")[1]?.split(" ")[1]);
         expect(readFileSync(`/proc/${ppid}/comm`, "utf8").trim()).toBe("timeout");
-        process.kill(ppid, "SIGKILL");
-        for (let i = 0; i < 100 && qemuFor(out).length; i++) await Bun.sleep(100);
+        process.kill(child.pid ?? 0, "SIGKILL"); // as a kubelet timeout or an OOM kill would
+        for (let i = 0; i < 100 && (qemuFor(out).length || existsSync(`/proc/${ppid}`)); i++)
+          await Bun.sleep(100);
         expect(qemuFor(out)).toEqual([]);
+        expect(existsSync(`/proc/${ppid}`)).toBe(false);
       } finally {
         child.kill("SIGKILL");
         spawnSync("pkill", ["-KILL", "-f", `path=${out},`]);
