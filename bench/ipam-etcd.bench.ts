@@ -48,6 +48,7 @@ try {
     one: Stats[];
     w64: { ms: number; distinct: number };
     big: { pods: number; nets: number; ms: number; allocations: number; distinct: number };
+    inproc: { ms: number; allocations: number; distinct: number };
   };
   const ratio = (m.one[0] as Stats).medianMs / (m.one[1] as Stats).medianMs;
   const md = [
@@ -67,9 +68,14 @@ try {
     "",
     `### ${m.big.pods} pods × ${m.big.nets} attachments across 2 nodes (whereabouts issue 313's case)`,
     "",
-    `etcd members' CPU over the whole run (${wallSeconds.toFixed(0)} s, ~${2 * (33 + 64) + m.big.allocations} allocations and releases): ${etcdSeconds.toFixed(1)} s, ${((etcdSeconds / (2 * (33 + 64) + m.big.allocations)) * 1000).toFixed(1)} ms per operation; load average at the end: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
+    `etcd members' CPU over the whole run (${wallSeconds.toFixed(0)} s, ~${2 * (33 + 64) + 2 * m.big.allocations} allocations and releases): ${etcdSeconds.toFixed(1)} s, ${((etcdSeconds / (2 * (33 + 64) + 2 * m.big.allocations)) * 1000).toFixed(1)} ms per operation; load average at the end: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
     "",
     `${m.big.allocations} allocations in ${(m.big.ms / 1000).toFixed(1)} s (goal ≤ 60 s), ${(m.big.allocations / (m.big.ms / 1000)).toFixed(0)} allocations/s, ${m.big.allocations - m.big.distinct} duplicates`,
+    "",
+    "The same with the allocator in-process (128 concurrent pods, one client; what etcd and the txns sustain",
+    "without a process per allocation):",
+    "",
+    `${m.inproc.allocations} allocations in ${(m.inproc.ms / 1000).toFixed(1)} s, ${(m.inproc.allocations / (m.inproc.ms / 1000)).toFixed(0)} allocations/s, ${m.inproc.allocations - m.inproc.distinct} duplicates`,
   ].join("\n");
   console.log(md);
   writeSection("ipam-etcd", md);

@@ -1,24 +1,28 @@
 /**
  * The cluster-wide pool on etcd, in node-affine blocks. Key layout under <prefix>/pools/<pool id>/:
  *
- *   blocks/<first address, hex>   {"node":"n1"}   the node that owns the block (created once by txn)
- *   ips/<address, hex>            {ip, containerID, ifName, node, podNamespace, podName, block}
- *   owners/<containerID>/<ifName> {ip, node}      the attachment's address (DEL, CHECK, GC)
+ *   blocks/<first address, hex>     {"node":"n1"}  the block's owner (created once, by txn)
+ *   affinity/<node>/<block, hex>    ""             the same claim indexed by node (read on every ADD)
+ *   ips/<address, hex>              {ip, containerID, ifName, node, podNamespace, podName, block}
+ *   owners/<containerID>/<ifName>   {ip, node}     the attachment's address (DEL, CHECK, GC)
  *
  * Hex keys are fixed width, so a block's addresses are one key range [ips/<first>, ips/<last+1>).
  *
- * ADD: one read txn (all block claims + the attachment's owner key), one read of the addresses used in
- * this node's blocks, one write txn:
+ * ADD: one read txn (this node's affinity keys, the attachment's owner key and, for a pool of at most
+ * 4096 addresses, every used address key), a read of the used keys of this node's blocks for a larger
+ * pool, then one write txn:
  *     if  create_revision(ips/<a>) == 0  and  create_revision(owners/<c>/<i>) == 0
- *     and mod_revision(blocks/<b>) == <the revision read>
+ *     and mod_revision(affinity/<node>/<b>) == <the revision read>
  *     then put ips/<a>, put owners/<c>/<i>
  * A conflict (another ADD took <a>, the block was handed back or re-claimed) re-reads and retries: an
  * address has one key, created once, so it never has two owners whatever the interleaving. When the
- * node's blocks are full it claims a free block (txn: create_revision(blocks/<b>) == 0); when no block
- * is free it borrows an address from another node's block (same txn shape).
- * DEL: delete the two keys (txn on the owner key's revision), then hand the block back if it is empty
- * (txn: value(blocks/<b>) == this node's claim and no key in the block's ips range). An ADD that read
- * the block before the hand-back fails its mod_revision compare, so no address lives in a free block.
+ * node's blocks are full it reads all claims and claims a free block (txn: create_revision(blocks/<b>)
+ * == 0, putting blocks/<b> and affinity/<node>/<b> together); when no block is free it borrows an
+ * address from another node's block (the same write txn, guarded by blocks/<b>'s revision).
+ * DEL: delete the two keys (txn on the owner key's revision, reading the block's claim), then hand the
+ * block back if it is empty (txn: value(blocks/<b>) == the claim read and no key in the block's ips range → delete the claim
+ * and its affinity key). An ADD that read the claim before the hand-back fails its revision compare,
+ * so no address is ever written into a block that is free.
  */
 import { type EtcdClient, EtcdError, type KeyValue, prefixEnd, type TxnOp } from "../etcd/client.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
@@ -97,6 +101,14 @@ export class Pool {
     return `${this.base}blocks/${addrHex(first)}`;
   }
 
+  affinityPrefix(node: string): string {
+    return `${this.base}affinity/${node}/`;
+  }
+
+  affinityKey(node: string, first: Addr): string {
+    return `${this.affinityPrefix(node)}${addrHex(first)}`;
+  }
+
   ipKey(a: Addr): string {
     return `${this.base}ips/${addrHex(a)}`;
   }
@@ -159,13 +171,6 @@ export class Pool {
     };
   }
 
-  /** Every block claim: first address (hex) → kv. */
-  private static claims(kvs: KeyValue[], base: string): Map<string, KeyValue> {
-    const m = new Map<string, KeyValue>();
-    for (const kv of kvs) m.set(kv.key.slice(`${base}blocks/`.length), kv);
-    return m;
-  }
-
   /** Used addresses (hex) by block (hex), from a listing of ips keys. */
   private groupByBlock(kvs: KeyValue[]): Map<string, Set<string>> {
     const out = new Map<string, Set<string>>();
@@ -199,51 +204,55 @@ export class Pool {
   /** The attachment's address, allocating one when it has none (idempotent for a repeated ADD). */
   async allocate(att: Attachment): Promise<Addr> {
     const ownerKey = this.ownerKey(att.containerID, att.ifName);
+    const affinity = this.affinityPrefix(att.node);
     const pick = hash32(`${att.containerID}/${att.ifName}`);
+    // A small pool's used addresses come with the first read (one round trip less per ADD).
+    const small = this.range.end.value - this.range.start.value < SMALL_POOL;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      // A small pool's used addresses come with the first read (one round trip less per ADD).
-      const small = this.range.end.value - this.range.start.value < SMALL_POOL;
-      const reads: TxnOp[] = [
-        { range: { key: `${this.base}blocks/`, prefix: true } },
-        { range: { key: ownerKey } },
-      ];
+      const reads: TxnOp[] = [{ range: { key: affinity, prefix: true } }, { range: { key: ownerKey } }];
       if (small) reads.push({ range: { key: `${this.base}ips/`, prefix: true, keysOnly: true } });
       const read = await this.client.txn({ success: reads });
-      const [claimsR, ownerR, ipsR] = read.responses;
-      const claims = Pool.claims(claimsR?.kind === "range" ? claimsR.range.kvs : [], this.base);
+      const [mineR, ownerR, ipsR] = read.responses;
       const owner = ownerR?.kind === "range" ? ownerR.range.kvs[0] : undefined;
       if (owner) return hexAddr((JSON.parse(owner.value) as OwnerRecord).ip, this.family);
-      const mine = [...claims.entries()]
-        .filter(([, kv]) => kv.value === claimValue(att.node))
-        .map(([hex]) => hexAddr(hex, this.family));
-      const used = ipsR?.kind === "range" ? this.groupByBlock(ipsR.range.kvs) : await this.usedIn(mine);
-      let target: { block: Addr; addr: Addr } | undefined;
-      for (const b of mine) {
-        const free = this.freeIn(b, used.get(addrHex(b)) ?? new Set());
-        if (free.length > 0) {
-          target = { block: b, addr: free[pick % free.length] as Addr };
+      // This node's blocks, each with the revision its claim must still have when the address is written.
+      const mine = new Map<string, KeyValue>();
+      for (const kv of mineR?.kind === "range" ? mineR.range.kvs : [])
+        mine.set(kv.key.slice(affinity.length), kv);
+      const blocks = [...mine.keys()].map((hex) => hexAddr(hex, this.family));
+      const used = ipsR?.kind === "range" ? this.groupByBlock(ipsR.range.kvs) : await this.usedIn(blocks);
+      let target: { block: Addr; addr: Addr; guard: string; rev: number } | undefined;
+      for (const blk of blocks) {
+        const free = this.freeIn(blk, used.get(addrHex(blk)) ?? new Set());
+        const kv = mine.get(addrHex(blk));
+        if (free.length > 0 && kv) {
+          target = { block: blk, addr: free[pick % free.length] as Addr, guard: kv.key, rev: kv.modRevision };
           break;
         }
       }
       if (!target) {
-        const claimed = await this.claimBlock(claims, att.node);
-        if (claimed === "claimed") continue;
-        target = await this.borrow(claims, pick);
-        if (!target) {
+        // Rare path: the node's blocks are full. Claim a free block, else borrow from another node.
+        const claims = await this.claims();
+        // A claim of ours newer than the first read (a parallel ADD on this node claimed it): re-read.
+        if ([...claims.entries()].some(([hex, kv]) => kv.value === claimValue(att.node) && !mine.has(hex)))
+          continue;
+        if ((await this.claimBlock(claims, att.node)) === "claimed") continue;
+        const b = await this.borrow(claims, pick);
+        const kv = b && claims.get(addrHex(b.block));
+        if (!b || !kv) {
           throw new CniError(
             ErrCode.Internal,
             `whereabouts: no free address in range ${formatAddr(this.range.start)}-${formatAddr(this.range.end)}`,
           );
         }
+        target = { ...b, guard: kv.key, rev: kv.modRevision };
       }
-      const blockKv = claims.get(addrHex(target.block));
-      if (!blockKv) continue;
       const rec: Reservation = { ...att, ip: formatAddr(target.addr), block: addrHex(target.block) };
       const w = await this.client.txn({
         compare: [
           { key: this.ipKey(target.addr), target: "CREATE", result: "EQUAL", operand: 0 },
           { key: ownerKey, target: "CREATE", result: "EQUAL", operand: 0 },
-          { key: this.blockKey(target.block), target: "MOD", result: "EQUAL", operand: blockKv.modRevision },
+          { key: target.guard, target: "MOD", result: "EQUAL", operand: target.rev },
         ],
         success: [
           { put: { key: this.ipKey(target.addr), value: JSON.stringify(rec) } },
@@ -259,17 +268,27 @@ export class Pool {
     );
   }
 
+  /** Every block claim of the pool: first address (hex) → kv. */
+  private async claims(): Promise<Map<string, KeyValue>> {
+    const p = `${this.base}blocks/`;
+    const r = await this.client.range(p, { prefix: true });
+    return new Map(r.kvs.map((kv) => [kv.key.slice(p.length), kv]));
+  }
+
   /** Claims a free block for `node`: "claimed" (or lost the race: re-read either way), or "none" left. */
   private async claimBlock(claims: Map<string, KeyValue>, node: string): Promise<"claimed" | "none"> {
     const n = this.blockCount();
-    const start = hash32(node) % n;
+    const start = hash32(node) % Math.min(n, 65536);
     for (let i = 0; i < n; i++) {
       const b = this.blockAt((start + i) % n);
       if (claims.has(addrHex(b))) continue;
       if (this.freeIn(b, new Set(), 1).length === 0) continue;
       await this.client.txn({
         compare: [{ key: this.blockKey(b), target: "CREATE", result: "EQUAL", operand: 0 }],
-        success: [{ put: { key: this.blockKey(b), value: claimValue(node) } }],
+        success: [
+          { put: { key: this.blockKey(b), value: claimValue(node) } },
+          { put: { key: this.affinityKey(node, b), value: "" } },
+        ],
       });
       return "claimed";
     }
@@ -293,30 +312,40 @@ export class Pool {
   }
 
   /** Releases the attachment's address; nothing recorded is success. Hands back the block if empty. */
-  async release(containerID: string, ifName: string, node: string): Promise<string | undefined> {
+  async release(containerID: string, ifName: string): Promise<string | undefined> {
     const ownerKey = this.ownerKey(containerID, ifName);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const [owner] = (await this.client.range(ownerKey)).kvs;
       if (!owner) return undefined;
-      const rec = JSON.parse(owner.value) as OwnerRecord;
-      const a = hexAddr(rec.ip, this.family);
-      const [ip] = (await this.client.range(this.ipKey(a))).kvs;
-      const ops: TxnOp[] = [{ delete: { key: ownerKey } }];
-      const ours =
-        ip &&
-        (() => {
-          const r = JSON.parse(ip.value) as Reservation;
-          return r.containerID === containerID && r.ifName === ifName;
-        })();
-      if (ip && ours) ops.push({ delete: { key: ip.key } });
-      const compare = [
-        { key: ownerKey, target: "MOD" as const, result: "EQUAL" as const, operand: owner.modRevision },
-      ];
-      if (ip && ours) compare.push({ key: ip.key, target: "MOD", result: "EQUAL", operand: ip.modRevision });
-      const t = await this.client.txn({ compare, success: ops });
-      if (!t.succeeded) continue;
-      await this.handBack(this.blockOf(a), node);
-      return formatAddr(a);
+      const a = hexAddr((JSON.parse(owner.value) as OwnerRecord).ip, this.family);
+      const block = this.blockOf(a);
+      // The address key was created in the owner key's txn: same create revision, else it is not ours.
+      const t = await this.client.txn({
+        compare: [
+          { key: ownerKey, target: "MOD", result: "EQUAL", operand: owner.modRevision },
+          { key: this.ipKey(a), target: "CREATE", result: "EQUAL", operand: owner.createRevision },
+        ],
+        success: [
+          { delete: { key: ownerKey } },
+          { delete: { key: this.ipKey(a) } },
+          { range: { key: this.blockKey(block) } },
+        ],
+        failure: [{ range: { key: ownerKey } }],
+      });
+      if (t.succeeded) {
+        const claim = t.responses[2]?.kind === "range" ? t.responses[2].range.kvs[0] : undefined;
+        if (claim) await this.handBack(block, (JSON.parse(claim.value) as { node: string }).node);
+        return formatAddr(a);
+      }
+      const now = t.responses[0]?.kind === "range" ? t.responses[0].range.kvs[0] : undefined;
+      if (now && now.modRevision === owner.modRevision) {
+        // The owner record points at an address someone else holds: drop the record alone.
+        await this.client.txn({
+          compare: [{ key: ownerKey, target: "MOD", result: "EQUAL", operand: owner.modRevision }],
+          success: [{ delete: { key: ownerKey } }],
+        });
+        return undefined;
+      }
     }
     throw new CniError(
       ErrCode.TryAgainLater,
@@ -324,7 +353,10 @@ export class Pool {
     );
   }
 
-  /** Deletes `node`'s claim on the block when no address is left in it (one txn). */
+  /**
+   * Deletes `node`'s claim on the block when no address is left in it (one txn). Whoever frees a
+   * block's last address hands it back, also when it was a borrowed address in another node's block.
+   */
   async handBack(block: Addr, node: string): Promise<boolean> {
     const r = this.blockIpsRange(block);
     const t = await this.client.txn({
@@ -332,7 +364,10 @@ export class Pool {
         { key: this.blockKey(block), target: "VALUE", result: "EQUAL", operand: claimValue(node) },
         { key: r.key, rangeEnd: r.rangeEnd, target: "CREATE", result: "EQUAL", operand: 0 },
       ],
-      success: [{ delete: { key: this.blockKey(block) } }],
+      success: [
+        { delete: { key: this.blockKey(block) } },
+        { delete: { key: this.affinityKey(node, block) } },
+      ],
     });
     return t.succeeded;
   }

@@ -48,7 +48,7 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
     }
   } catch (err) {
     for (const pool of taken.reverse()) {
-      await pool.release(args.containerID, args.ifName, conf.node).catch(() => undefined);
+      await pool.release(args.containerID, args.ifName).catch(() => undefined);
     }
     throw err;
   }
@@ -61,9 +61,9 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
 /** Releases the attachment's addresses; nothing recorded is success (DEL is idempotent). */
 async function cmdDel(args: CmdArgs): Promise<void> {
   validateAttachment(args);
-  const { conf, pools } = load(args);
+  const { pools } = load(args);
   for (const pool of pools) {
-    await pool.release(args.containerID, args.ifName, conf.node).catch((err) => {
+    await pool.release(args.containerID, args.ifName).catch((err) => {
       throw etcdError(err, `releasing ${args.containerID}/${args.ifName} in ${pool.range.id}`);
     });
   }
@@ -100,7 +100,7 @@ async function cmdGC(args: CmdArgs): Promise<void> {
       for (const [key, rec] of await pool.owners()) {
         if (rec.node !== conf.node || valid.has(key)) continue;
         const slash = key.lastIndexOf("/");
-        await pool.release(key.slice(0, slash), key.slice(slash + 1), conf.node);
+        await pool.release(key.slice(0, slash), key.slice(slash + 1));
       }
       const { blocks } = await pool.snapshot();
       for (const [hex, node] of blocks) {
