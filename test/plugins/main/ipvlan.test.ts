@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { cleanupAll, requiresKernel } from "../../helpers/netns.ts";
+import { cleanupAll, makeNetns, requiresKernel } from "../../helpers/netns.ts";
 import { UPSTREAM_DIR } from "../_run.ts";
 import { addrs, type Bed, bed, ipam, ipLink, links, ping, reservations, run, sh } from "./sublink-fixture.ts";
 
@@ -51,6 +51,18 @@ describe("ipvlan", () => {
     expect(reservations(b, "ipvnet")).toEqual([]);
     expect((await run(b, "ipvlan", "DEL", conf(b))).code).toBe(0);
     expect((await run(b, "ipvlan", "DEL", conf(b), { netns: "/var/run/netns/tscni-gone-ipv" })).code).toBe(0);
+  });
+
+  test.skipIf(!!k.why)(k.name("two l2 containers on one master ping each other"), async () => {
+    const b = bed("iv");
+    const other = makeNetns("ivc2");
+    expect((await run(b, "ipvlan", "ADD", conf(b))).code).toBe(0);
+    const second = await run(b, "ipvlan", "ADD", conf(b), { netns: other.path, id: "ctr2" });
+    expect(second.code).toBe(0);
+    const ip2 = (second.json.ips[0].address as string).split("/")[0] ?? "";
+    expect(ip2).toBe("10.73.0.3");
+    expect(ping(b.cont, ip2)).toBe(true);
+    expect(ping(other, "10.73.0.2")).toBe(true);
   });
 
   test.skipIf(!!k.why)(k.name("l3 and l3s modes with an MTU"), async () => {

@@ -39,14 +39,14 @@ export function run(
   plugin: string,
   command: string,
   config: object,
-  o: { netns?: string; ifName?: string } = {},
+  o: { netns?: string; ifName?: string; id?: string } = {},
 ) {
   return runPlugin({
     plugin,
     hostNetns: b.host.name,
     env: {
       CNI_COMMAND: command,
-      CNI_CONTAINERID: "ctr1",
+      CNI_CONTAINERID: o.id ?? "ctr1",
       CNI_NETNS: o.netns ?? b.cont.path,
       CNI_IFNAME: o.ifName ?? "net1",
     },

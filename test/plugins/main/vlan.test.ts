@@ -26,16 +26,25 @@ function conf(b: Bed, extra: Record<string, unknown> = {}) {
   };
 }
 
-/** The far side of the wire answers on VLAN 42 at 10.72.0.200. */
+/** The far side of the wire answers on VLAN 42 at 10.72.0.200, and on VLAN 200 at 10.72.0.201. */
 function peerOnVlan(b: Bed): void {
-  sh(b.wire, "link", "add", "link", "down0", "name", "down0.42", "type", "vlan", "id", "42");
-  sh(b.wire, "addr", "add", "10.72.0.200/24", "dev", "down0.42");
-  sh(b.wire, "link", "set", "down0.42", "up");
+  // both peers live in the wire netns: answer ARP only on the VLAN that holds the address
+  b.wire.run(["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"]);
+  for (const [id, ip] of [
+    ["42", "10.72.0.200/24"],
+    ["200", "10.72.0.201/24"],
+  ] as const) {
+    sh(b.wire, "link", "add", "link", "down0", "name", `down0.${id}`, "type", "vlan", "id", id);
+    sh(b.wire, "addr", "add", ip, "dev", `down0.${id}`);
+    sh(b.wire, "link", "set", `down0.${id}`, "up");
+  }
 }
 
 describe("vlan", () => {
   test.skipIf(!!k.why)(
-    k.name("ADD: VLAN 42 of up0 in the container, tagged ping to the peer; CHECK; DEL"),
+    k.name(
+      "ADD: VLAN 42 of up0 in the container reaches the peer on VLAN 42, not the one on 200; CHECK; DEL",
+    ),
     async () => {
       const b = bed("vl");
       peerOnVlan(b);
@@ -53,6 +62,7 @@ describe("vlan", () => {
       expect(add.json.dns).toEqual({ nameservers: ["10.72.0.53"] });
       expect(addrs(b.cont, "net1")).toEqual(["10.72.0.2/24"]);
       expect(ping(b.cont, "10.72.0.200")).toBe(true);
+      expect(ping(b.cont, "10.72.0.201")).toBe(false); // the same subnet, but on VLAN 200
 
       const check = await run(b, "vlan", "CHECK", { ...conf(b, { mtu: 1400 }), prevResult: add.json });
       expect(check.stdout).toBe("");
