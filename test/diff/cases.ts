@@ -24,6 +24,8 @@ export const PLUGIN_KINDS: Record<string, string> = {
   bandwidth: "meta",
   tuning: "meta",
   firewall: "meta",
+  macvlan: "main",
+  sbr: "meta",
 };
 export interface DiffCase {
   name: string;
@@ -45,6 +47,8 @@ export interface DiffCase {
   firewall?: "compare" | "nftables";
   /** Kernel features the case needs. */
   requires?: "bridge-vlan"[];
+  /** Links the host netns gets first: "veth-master" is up0 ↔ down0, both up (a master, a device). */
+  hostLinks?: "veth-master";
   /** Extra sysctls (dotted, templated) read in each netns. */
   sysctls?: { container?: string[]; host?: string[] };
 }

@@ -99,6 +99,18 @@ export const KNOWN_ADJUSTMENTS: Record<string, Adjust> = {
     return changed;
   },
 
+  /** Upstream 1.1.1 creates macvlans with IFLA_TXQLEN 0 (a zero LinkAttrs); ours, like 1.9, the kernel's 1000. */
+  "macvlan-txqlen-1.1.1": (ours, up) =>
+    eachLink(ours, (l, side, i) => {
+      if (side !== "container" || l.txqlen !== 1000) return false;
+      const twin = ([up.before, up.afterAdd, up.afterDel][i]?.container.links ?? []).find(
+        (x) => (x as Obj).ifname === l.ifname,
+      ) as Obj | undefined;
+      if (!twin || "txqlen" in twin) return false;
+      delete l.txqlen;
+      return true;
+    }),
+
   /**
    * At 1.1.0 ours omits an empty dns, as upstream cni ≥ 1.2's types100 MarshalJSON does; Debian's 1.1.1
    * cannot speak 1.1.0 and runs such cases at 1.0.0, where it prints "dns": {}.

@@ -173,6 +173,16 @@ export async function runOnce(s: RunSpec): Promise<RunInfo> {
   };
   createNamedNetns(hostNs);
   try {
+    if (s.c.hostLinks === "veth-master") {
+      for (const cmd of [
+        ["link", "add", "up0", "type", "veth", "peer", "name", "down0"],
+        ["link", "set", "up0", "up"],
+        ["link", "set", "down0", "up"],
+      ]) {
+        const r = Bun.spawnSync(["ip", "-n", hostNs, ...cmd]);
+        if (r.exitCode !== 0) throw new Error(`ip ${cmd.join(" ")}: ${r.stderr}`);
+      }
+    }
     createNamedNetns(ctrNs);
     const raw = await runDriver(hostNs, args);
     const n = makeNormaliser({
