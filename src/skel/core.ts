@@ -134,7 +134,18 @@ async function dispatch(plugin: Plugin, verb: string, args: CmdArgs, configVersi
     case "ADD": {
       checkVersionCompatible(configVersion, supported);
       const result = await plugin.add(args);
-      return formatResult(result, configVersion);
+      try {
+        return formatResult(result, configVersion);
+      } catch (err) {
+        // The plugin made its attachment but the answer cannot be given in the config's version (0.1.0
+        // with no IP): the runtime sees a failed ADD, so nothing of it may stay. Undo with a DEL.
+        try {
+          await plugin.del(args);
+        } catch {
+          // the conversion error is the one to report; DEL is idempotent and the runtime's next DEL retries
+        }
+        throw err;
+      }
     }
     case "DEL":
       checkVersionCompatible(configVersion, supported);

@@ -79,6 +79,18 @@ async function expectError(plugin: Plugin, env: Record<string, string>, stdin: s
 }
 
 describe("ADD", () => {
+  test("a result the config's version cannot carry fails the ADD and is undone by a DEL (fuzz finding)", async () => {
+    // 0.1.0 results need an IP; a plugin without IPAM (bridge with no ipam) has none
+    const { plugin, calls } = recorder({
+      supportedVersions: ["0.1.0", "1.1.0"],
+      add: () => ({ cniVersion: "1.1.0", interfaces: [{ name: "eth0" }] }),
+    });
+    const r = await run(plugin, { ...BASE_ENV, CNI_COMMAND: "ADD" }, conf("0.1.0"));
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stdout).msg).toMatch(/cannot convert/);
+    expect(calls.map((c) => c.verb)).toEqual(["DEL"]);
+  });
+
   test("prints the result in the config's version and passes CmdArgs", async () => {
     const { plugin, calls } = recorder();
     const stdin = conf("0.4.0");

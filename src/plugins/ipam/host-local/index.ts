@@ -14,7 +14,7 @@ import { readResolvConf } from "./dns.ts";
 import { reservationContent } from "./files.ts";
 import { type Addr, formatAddr } from "./ipmath.ts";
 import { allocatableCount, isAllocatable, rangeSetContains, rangeSetString } from "./range.ts";
-import { type LockedStore, networkDir, withStore } from "./store.ts";
+import { type LockedStore, networkDir, storeExists, withStore } from "./store.ts";
 
 function load(args: CmdArgs): HostLocalConf {
   return loadHostLocalConf(args.stdinData, args.args);
@@ -74,6 +74,8 @@ function cmdAdd(args: CmdArgs): Result {
 /** Releases the container's addresses; nothing found is success (DEL is idempotent). */
 function cmdDel(args: CmdArgs): void {
   const conf = load(args);
+  // no store (or a symlink we refuse to follow): nothing of this container is reserved here
+  if (!storeExists(conf.dataDir, conf.name)) return;
   withStore(conf.dataDir, conf.name, (store) => store.releaseByID(args.containerID, args.ifName));
 }
 

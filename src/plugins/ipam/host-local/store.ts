@@ -11,10 +11,13 @@
  * the flock belongs to this process, and an `await` while holding it could let a second in-process
  * operation block on the same lock forever.
  */
+
+import { CniError, ErrCode } from "../../../spec/errors.ts";
 import {
   closeFile,
   ftruncate,
   joinPath,
+  lstat,
   mkdir,
   O_CREAT,
   O_EXCL,
@@ -193,12 +196,36 @@ export function withStore<T>(dataDir: string, network: string, fn: (store: Locke
   } catch (err) {
     throw ioError("creating", dir, err);
   }
+  refuseSymlink(dir);
   return withLock(dir, () => {
     const store = new LockedStore(dir);
     const out = fn(store);
     store.flush();
     return out;
   });
+}
+
+/** A store dir that is a symlink would take our writes out of the data dir: refused, never followed. */
+function refuseSymlink(dir: string): void {
+  if (lstat(dir).isSymbolicLink())
+    throw new CniError(
+      ErrCode.IOFailure,
+      `host-local: store directory ${dir} is a symlink: not following it`,
+    );
+}
+
+/**
+ * Whether the network has a store to release from: no directory (never made, or the data dir cannot be
+ * written: read-only, full) or one that is a symlink holds nothing of ours, so DEL succeeds without it.
+ */
+export function storeExists(dataDir: string, network: string): boolean {
+  try {
+    const st = lstat(networkDir(dataDir, network));
+    return st.isDirectory();
+  } catch (err) {
+    if (errCode(err) === "ENOENT" || errCode(err) === "ENOTDIR") return false;
+    throw ioError("examining", networkDir(dataDir, network), err);
+  }
 }
 
 /** Holds flock(LOCK_EX) on `<dir>/lock` while `fn` runs. */
