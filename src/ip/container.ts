@@ -5,6 +5,7 @@
 import { NetlinkSocket } from "../netlink/socket.ts";
 import { type NetNS, NsNotFoundError, openNetns } from "../ns/index.ts";
 import { CniError } from "../spec/errors.ts";
+import { delLinkByName } from "./veth.ts";
 
 export interface Container {
   ns: NetNS;
@@ -53,5 +54,24 @@ export async function withHostSocket<T>(fn: (sock: NetlinkSocket) => T | Promise
     return await fn(sock);
   } finally {
     sock.close();
+  }
+}
+
+/**
+ * DEL of a plugin's container interface: deletes `ifName` in CNI_NETNS; an empty CNI_NETNS, a netns
+ * that is gone and a link that is gone are all done (the runtime may DEL twice, or after the netns).
+ */
+export async function deleteContainerLink(netnsPath: string, ifName: string, what: string): Promise<void> {
+  if (netnsPath === "") return;
+  try {
+    await withContainer(netnsPath, (c) => {
+      try {
+        delLinkByName(c.sock, ifName);
+      } catch (err) {
+        throw CniError.from(err, `deleting ${what} ${ifName}`);
+      }
+    });
+  } catch (err) {
+    if (!(err instanceof NsNotFoundError)) throw err;
   }
 }

@@ -8,7 +8,7 @@ import { type Link, linkAdd, linkByName, linkDel, linkList, linkSetName } from "
 import type { LinkSpec } from "../netlink/link-kinds.ts";
 import { routeList } from "../netlink/route.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
-import { CniError, ErrCode } from "../spec/errors.ts";
+import { CniError, ErrCode, withContext } from "../spec/errors.ts";
 import type { Interface } from "../spec/types.ts";
 import type { Container } from "./container.ts";
 import type { UndoList } from "./undo.ts";
@@ -18,13 +18,7 @@ function fail(msg: string): CniError {
   return new CniError(ErrCode.Internal, msg);
 }
 
-function step<T>(what: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    throw err instanceof CniError ? err : CniError.from(err, what);
-  }
-}
+const step = withContext;
 
 /** Where the master lives: the host netns, or the container's with linkInContainer. */
 export function masterSocket(hostSock: NetlinkSocket, c: Container, linkInContainer: boolean): NetlinkSocket {

@@ -53,3 +53,12 @@ export class CniError extends Error {
     return new CniError(code, context ? `${context}: ${text}` : text);
   }
 }
+
+/** Runs `fn`; a failure becomes a CniError saying what was being done (a CniError passes unchanged). */
+export function withContext<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw err instanceof CniError ? err : CniError.from(err, what);
+  }
+}

@@ -2,13 +2,12 @@
  * dummy: a dummy link in the container holding the IPAM addresses and routes (upstream plugins/main/dummy).
  * Nothing on the host side; DEL releases the IPAM allocation and deletes the link.
  */
-import { type Container, withContainer } from "../../../ip/container.ts";
+import { type Container, deleteContainerLink, withContainer } from "../../../ip/container.ts";
 import { checkIfaceIPs, configureIface } from "../../../ip/iface.ts";
 import { withUndo } from "../../../ip/undo.ts";
 import { delLinkByName } from "../../../ip/veth.ts";
 import { ipamAdd, ipamCheck, ipamDel, ipamStatus } from "../../../ipam-common/index.ts";
 import { linkAdd, linkByName } from "../../../netlink/link.ts";
-import { NsNotFoundError } from "../../../ns/index.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type Interface, type Result } from "../../../spec/types.ts";
@@ -54,19 +53,7 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
 async function cmdDel(args: CmdArgs): Promise<void> {
   const conf = loadDummyConf(args.stdinData);
   if (conf.ipamType) await ipamDel(args);
-  if (args.netns === "") return;
-  try {
-    await withContainer(args.netns, (c) => {
-      try {
-        delLinkByName(c.sock, args.ifName);
-      } catch (err) {
-        throw CniError.from(err, `deleting dummy ${args.ifName}`);
-      }
-    });
-  } catch (err) {
-    // DEL after the netns is gone, or twice: nothing left to delete
-    if (!(err instanceof NsNotFoundError)) throw err;
-  }
+  await deleteContainerLink(args.netns, args.ifName, "dummy");
 }
 
 function checkDummy(c: Container, iface: Interface): void {

@@ -3,15 +3,13 @@
  * the container as CNI_IFNAME. Addresses come from IPAM, or in a chain from prevResult; with neither the
  * interface is layer-2 only. DEL releases the IPAM allocation and deletes the link.
  */
-import { type Container, withContainer, withHostSocket } from "../../../ip/container.ts";
+import { type Container, deleteContainerLink, withContainer, withHostSocket } from "../../../ip/container.ts";
 import { checkIfaceIPs, checkRoutes, configureIface } from "../../../ip/iface.ts";
 import { createSubLink, defaultRouteInterface, findMaster, masterSocket } from "../../../ip/sublink.ts";
 import { withUndo } from "../../../ip/undo.ts";
-import { delLinkByName } from "../../../ip/veth.ts";
 import { ipamAdd, ipamCheck, ipamDel, ipamStatus } from "../../../ipam-common/index.ts";
 import { linkByName, linkSetUp } from "../../../netlink/link.ts";
 import { sysctlSetIn } from "../../../netlink/sysctl.ts";
-import { NsNotFoundError } from "../../../ns/index.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type Interface, type Result } from "../../../spec/types.ts";
@@ -91,18 +89,7 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
 async function cmdDel(args: CmdArgs): Promise<void> {
   const conf = loadIpvlanConf(args.stdinData);
   if (conf.ipamType) await ipamDel(args);
-  if (args.netns === "") return;
-  try {
-    await withContainer(args.netns, (c) => {
-      try {
-        delLinkByName(c.sock, args.ifName);
-      } catch (err) {
-        throw CniError.from(err, `deleting ipvlan ${args.ifName}`);
-      }
-    });
-  } catch (err) {
-    if (!(err instanceof NsNotFoundError)) throw err;
-  }
+  await deleteContainerLink(args.netns, args.ifName, "ipvlan");
 }
 
 function checkIpvlan(c: Container, iface: Interface, conf: IpvlanConf): void {

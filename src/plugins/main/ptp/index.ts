@@ -2,7 +2,7 @@
  * ptp: a veth pair per container, routed rather than bridged (upstream plugins/main/ptp). The host end
  * holds the gateway address; the container routes everything through it. See setup.ts for the routes.
  */
-import { type Container, withContainer } from "../../../ip/container.ts";
+import { type Container, withContainer, withHostSocket } from "../../../ip/container.ts";
 import { checkIfaceIPs, checkRoutes } from "../../../ip/iface.ts";
 import { checkIPMasq, gcIPMasq, setupIPMasq, teardownIPMasq } from "../../../ip/ipmasq.ts";
 import { withUndo } from "../../../ip/undo.ts";
@@ -10,7 +10,6 @@ import { delLinkByName } from "../../../ip/veth.ts";
 import { ipamAdd, ipamCheck, ipamDel, ipamGC, ipamStatus } from "../../../ipam-common/index.ts";
 import { addrList } from "../../../netlink/addr.ts";
 import { linkByName } from "../../../netlink/link.ts";
-import { NetlinkSocket } from "../../../netlink/socket.ts";
 import { NsNotFoundError } from "../../../ns/index.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
@@ -20,20 +19,6 @@ import { enableForward, ptpAddrs, setupContainerVeth, setupHostVeth } from "./se
 
 function fail(msg: string): CniError {
   return new CniError(ErrCode.Internal, msg);
-}
-
-async function withHostSocket<T>(fn: (sock: NetlinkSocket) => Promise<T>): Promise<T> {
-  let sock: NetlinkSocket;
-  try {
-    sock = NetlinkSocket.open();
-  } catch (err) {
-    throw CniError.from(err, "opening a netlink socket in the host netns");
-  }
-  try {
-    return await fn(sock);
-  } finally {
-    sock.close();
-  }
 }
 
 function masqOwner(conf: PtpConf, args: CmdArgs) {

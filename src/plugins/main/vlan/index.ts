@@ -3,14 +3,12 @@
  * container's with linkInContainer) given to the container as CNI_IFNAME, with the IPAM addresses.
  * DEL releases the IPAM allocation and deletes the link; it needs neither the master nor the netns.
  */
-import { type Container, withContainer, withHostSocket } from "../../../ip/container.ts";
+import { type Container, deleteContainerLink, withContainer, withHostSocket } from "../../../ip/container.ts";
 import { checkIfaceIPs, checkRoutes, configureIface } from "../../../ip/iface.ts";
 import { checkMtu, createSubLink, findMaster, masterSocket } from "../../../ip/sublink.ts";
 import { withUndo } from "../../../ip/undo.ts";
-import { delLinkByName } from "../../../ip/veth.ts";
 import { ipamAdd, ipamCheck, ipamDel, ipamStatus } from "../../../ipam-common/index.ts";
 import { linkByName } from "../../../netlink/link.ts";
-import { NsNotFoundError } from "../../../ns/index.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type Interface, type Result } from "../../../spec/types.ts";
@@ -66,18 +64,7 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
 async function cmdDel(args: CmdArgs): Promise<void> {
   const conf = loadVlanConf(args.stdinData);
   if (conf.ipamType) await ipamDel(args);
-  if (args.netns === "") return;
-  try {
-    await withContainer(args.netns, (c) => {
-      try {
-        delLinkByName(c.sock, args.ifName);
-      } catch (err) {
-        throw CniError.from(err, `deleting vlan ${args.ifName}`);
-      }
-    });
-  } catch (err) {
-    if (!(err instanceof NsNotFoundError)) throw err;
-  }
+  await deleteContainerLink(args.netns, args.ifName, "vlan");
 }
 
 function checkVlan(c: Container, iface: Interface, conf: VlanConf): void {

@@ -20,7 +20,7 @@ import type { Link } from "../../../netlink/link-info.ts";
 import { type RouteInfo, routeList, routeReplace } from "../../../netlink/route.ts";
 import { NsNotFoundError } from "../../../ns/index.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
-import { CniError, ErrCode } from "../../../spec/errors.ts";
+import { CniError, ErrCode, withContext } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type Result } from "../../../spec/types.ts";
 import { loadVrfConf, type VrfConf } from "./config.ts";
 
@@ -30,14 +30,7 @@ function fail(msg: string): CniError {
   return new CniError(ErrCode.Internal, msg);
 }
 
-/** Runs a netlink step, turning a failure into a CNI error that says what was being done. */
-function step<T>(what: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    throw err instanceof CniError ? err : CniError.from(err, what);
-  }
-}
+const step = withContext;
 
 function vrfTable(l: Link): number {
   return l.info?.kind === "vrf" ? l.info.table : 0;
