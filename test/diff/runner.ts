@@ -150,6 +150,19 @@ export interface RunSpec {
   version?: string;
 }
 
+/** The links a case asks the host netns to have before it runs (DiffCase.hostLinks). */
+export function prepareHostLinks(c: DiffCase, hostNs: string): void {
+  if (c.hostLinks !== "veth-master") return;
+  for (const cmd of [
+    ["link", "add", "up0", "type", "veth", "peer", "name", "down0"],
+    ["link", "set", "up0", "up"],
+    ["link", "set", "down0", "up"],
+  ]) {
+    const r = Bun.spawnSync(["ip", "-n", hostNs, ...cmd]);
+    if (r.exitCode !== 0) throw new Error(`ip ${cmd.join(" ")}: ${r.stderr}`);
+  }
+}
+
 export async function runOnce(s: RunSpec): Promise<RunInfo> {
   const t = tag();
   const hostNs = `tscni-d-${t}-h`;
@@ -173,16 +186,7 @@ export async function runOnce(s: RunSpec): Promise<RunInfo> {
   };
   createNamedNetns(hostNs);
   try {
-    if (s.c.hostLinks === "veth-master") {
-      for (const cmd of [
-        ["link", "add", "up0", "type", "veth", "peer", "name", "down0"],
-        ["link", "set", "up0", "up"],
-        ["link", "set", "down0", "up"],
-      ]) {
-        const r = Bun.spawnSync(["ip", "-n", hostNs, ...cmd]);
-        if (r.exitCode !== 0) throw new Error(`ip ${cmd.join(" ")}: ${r.stderr}`);
-      }
-    }
+    prepareHostLinks(s.c, hostNs);
     createNamedNetns(ctrNs);
     const raw = await runDriver(hostNs, args);
     const n = makeNormaliser({

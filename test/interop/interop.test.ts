@@ -12,7 +12,14 @@ import { join } from "node:path";
 import { createNamedNetns, deleteNamedNetns } from "../../src/ns/index.ts";
 import { BRIDGE_PLACEHOLDER, type DiffCase, loadCases, macsIn, substitute } from "../diff/cases.ts";
 import { makeNormaliser, type Normaliser } from "../diff/normalise.ts";
-import { type Impls, prepareImpls, runOnce, skipReason, UPSTREAM_MAX_VERSION } from "../diff/runner.ts";
+import {
+  type Impls,
+  prepareHostLinks,
+  prepareImpls,
+  runOnce,
+  skipReason,
+  UPSTREAM_MAX_VERSION,
+} from "../diff/runner.ts";
 import { skipLabel } from "../helpers/netns.ts";
 import { buildInterop, type GoOutcome, runInterop } from "./go.ts";
 
@@ -54,6 +61,7 @@ async function runGo(c: DiffCase, bridge: string, containerID: string, version?:
   if (version) conflist.cniVersion = version;
   createNamedNetns(hostNs);
   try {
+    prepareHostLinks(c, hostNs);
     createNamedNetns(ctrNs);
     const outcomes = await runInterop(bin, hostNs, {
       conflist: JSON.stringify(conflist),
@@ -132,7 +140,11 @@ describe("Go libcni driving our plugins", () => {
         del: summary(o.del, go.n),
       }).toEqual({ add: expected("add"), check: expected("check"), del: expected("del") });
       expect(go.left.container).toEqual(["lo"]);
-      expect(go.left.host.filter((n) => n !== "lo" && n !== shared.bridge)).toEqual([]);
+      // only what the host had before the case (lo, a hostLinks master) and the kept bridge remain
+      const before = c.hostLinks === "veth-master" ? ["up0", "down0"] : [];
+      expect(go.left.host.filter((n) => n !== "lo" && n !== shared.bridge && !before.includes(n))).toEqual(
+        [],
+      );
     });
   }
 });
