@@ -13,7 +13,9 @@ import { cleanupAll, makeNetns, type TempNetns, tempDir } from "../helpers/netns
 
 afterAll(cleanupAll);
 
-const SYSCALLS = (process.env["TSCNI_FAULT_KILL_SYSCALLS"] ?? "sendto,sendmsg;write,pwrite64;rename,renameat2").split(";");
+const SYSCALLS = (
+  process.env["TSCNI_FAULT_KILL_SYSCALLS"] ?? "sendto,sendmsg;write,pwrite64;rename,renameat2"
+).split(";");
 const MAX_N = Number(process.env["TSCNI_FAULT_KILL_MAX"] ?? 200);
 
 interface Kit {
@@ -52,7 +54,12 @@ function plugin(k: Kit, verb: string, inject?: string): { code: number; signal: 
   const cmd = ["nsenter", `--net=${k.host.path}`];
   if (inject) cmd.push("strace", "-f", "-qq", "-o", "/dev/null", "-e", `inject=${inject}`);
   cmd.push(join(k.bin, "ptp"));
-  const p = Bun.spawnSync(cmd, { env, stdin: new TextEncoder().encode(conf(k)), stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawnSync(cmd, {
+    env,
+    stdin: new TextEncoder().encode(conf(k)),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const out = p.stdout.toString();
   // strace reports the tracee's death by SIGKILL as its own (exit 137, or killed itself)
   const signal = p.exitCode === 137 || p.signalCode === "SIGKILL";
@@ -73,30 +80,26 @@ function state(k: Kit) {
 
 describe("kill -9 during ptp ADD, then DEL", () => {
   for (const sys of SYSCALLS) {
-    test(
-      `SIGKILL at the Nth ${sys}: DEL cleans everything, a fresh ADD works`,
-      () => {
-        const k = kit();
-        const clean = state(k);
-        let completed = false;
-        let kills = 0;
-        for (let n = 1; n <= MAX_N && !completed; n++) {
-          const r = plugin(k, "ADD", `${sys}:signal=SIGKILL:when=${n}`);
-          if (r.signal) kills++;
-          else {
-            expect(r.code).toBe(0);
-            completed = true;
-          }
-          const d = plugin(k, "DEL");
-          if (d.code !== 0) throw new Error(`DEL after kill at ${sys} #${n} failed: ${d.out}`);
-          expect({ n, ...state(k) }).toEqual({ n, ...clean });
+    test(`SIGKILL at the Nth ${sys}: DEL cleans everything, a fresh ADD works`, () => {
+      const k = kit();
+      const clean = state(k);
+      let completed = false;
+      let kills = 0;
+      for (let n = 1; n <= MAX_N && !completed; n++) {
+        const r = plugin(k, "ADD", `${sys}:signal=SIGKILL:when=${n}`);
+        if (r.signal) kills++;
+        else {
+          expect(r.code).toBe(0);
+          completed = true;
         }
-        expect(completed).toBe(true);
-        expect(plugin(k, "ADD").code).toBe(0);
-        expect(plugin(k, "DEL").code).toBe(0);
-        console.log(`kill: ptp ${sys}: ${kills} kill points, each cleaned by DEL`);
-      },
-      300_000,
-    );
+        const d = plugin(k, "DEL");
+        if (d.code !== 0) throw new Error(`DEL after kill at ${sys} #${n} failed: ${d.out}`);
+        expect({ n, ...state(k) }).toEqual({ n, ...clean });
+      }
+      expect(completed).toBe(true);
+      expect(plugin(k, "ADD").code).toBe(0);
+      expect(plugin(k, "DEL").code).toBe(0);
+      console.log(`kill: ptp ${sys}: ${kills} kill points, each cleaned by DEL`);
+    }, 300_000);
   }
 });
