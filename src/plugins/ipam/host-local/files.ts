@@ -12,6 +12,8 @@ export const LOCK_FILE = "lock";
 export const LAST_RESERVED_PREFIX = "last_reserved_ip.";
 /** Our index (see store-index.ts); upstream ignores it (not an IP name, content never an owner). */
 export const INDEX_FILE = ".tscni-index";
+/** A reservation being written (then renamed to its IP); one left by a killed process is no reservation. */
+export const NEW_PREFIX = ".tscni-new.";
 /** Upstream's separator between container ID and ifname in a reservation file. */
 export const LINE_BREAK = "\r\n";
 
@@ -42,6 +44,7 @@ function isBookkeeping(name: string): boolean {
     name === LOCK_FILE ||
     name === INDEX_FILE ||
     name.startsWith(`${INDEX_FILE}.`) ||
+    name.startsWith(NEW_PREFIX) ||
     name.startsWith(LAST_RESERVED_PREFIX)
   );
 }

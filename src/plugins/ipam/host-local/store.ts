@@ -15,18 +15,19 @@
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import {
   closeFile,
+  exists,
   ftruncate,
   joinPath,
   lstat,
   mkdir,
   O_CREAT,
-  O_EXCL,
   O_RDONLY,
-  O_RDWR,
+  O_TRUNC,
   O_WRONLY,
   openFile,
   pwrite,
   readFile,
+  rename,
   unlink,
   write,
 } from "../../../sys/fs.ts";
@@ -37,6 +38,7 @@ import {
   ioError,
   LAST_RESERVED_PREFIX,
   LOCK_FILE,
+  NEW_PREFIX,
   readReservation,
   reservationContent,
   splitContent,
@@ -74,24 +76,33 @@ export class LockedStore {
     this.index = new ReservationIndex(dir);
   }
 
-  /** Creates the file for `ip` exclusively; false when it already exists (someone holds the IP). */
+  /**
+   * Creates the file for `ip`; false when it already exists (someone holds the IP). Written whole under a
+   * temp name, then renamed into place (under the lock no one else can create `ip` meanwhile): a process
+   * killed half-way leaves no empty reservation that no DEL could ever match (a kill -9 finding), only a
+   * `.tscni-new.<ip>` temp file, which is no reservation and is reused by the next reserve of that IP.
+   */
   reserve(containerID: string, ifname: string, ip: Addr, rangeID: number): boolean {
     const name = formatAddr(ip);
     const path = joinPath(this.dir, name);
+    if (exists(path)) return false;
+    const tmp = joinPath(this.dir, `${NEW_PREFIX}${name}`);
+    const content = reservationContent(containerID, ifname);
     let fd: number;
     try {
-      fd = openFile(path, O_RDWR | O_CREAT | O_EXCL, 0o600);
+      fd = openFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o600);
     } catch (err) {
-      if (errCode(err) === "EEXIST") return false;
       throw ioError("reserving", path, err);
     }
-    const content = reservationContent(containerID, ifname);
     try {
-      write(fd, content);
-      closeFile(fd);
+      try {
+        write(fd, content);
+      } finally {
+        closeFile(fd);
+      }
+      rename(tmp, path);
     } catch (err) {
-      closeFile(fd);
-      unlink(path);
+      unlink(tmp, { force: true });
       throw ioError("writing", path, err);
     }
     this.index.set(name, content.trim());
