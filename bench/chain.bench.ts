@@ -24,9 +24,17 @@ import { pluginMain } from "../src/skel/skel.ts";
 import { confListFromObject } from "../src/spec/conf.ts";
 import type { NetConfList } from "../src/spec/types.ts";
 import { buildTscni } from "../test/helpers/build.ts";
-import { fmtMs, interleaved, machineLine, type Side, type Stats, table, writeSection } from "./lib.ts";
+import {
+  fmtMs,
+  inThrowawayHostNetns,
+  interleaved,
+  machineLine,
+  type Side,
+  type Stats,
+  table,
+  writeSection,
+} from "./lib.ts";
 
-const HOST_ENV = "TSCNI_BENCH_CHAIN_HOST";
 /** TSCNI_BENCH_ITERATIONS=3 for a quick try. */
 const ITERATIONS = Number(process.env.TSCNI_BENCH_ITERATIONS) || 30;
 const WARMUP = 3;
@@ -444,21 +452,4 @@ async function main(host: string): Promise<void> {
   }
 }
 
-const host = process.env[HOST_ENV];
-if (host) {
-  await main(host);
-} else {
-  // Re-exec inside a throwaway host netns: the chain's bridges, firewall rules and sysctls land there.
-  const name = `tscni-bench-chain-${process.pid}`;
-  sh(["ip", "netns", "add", name]);
-  try {
-    const p = Bun.spawnSync(["nsenter", `--net=/var/run/netns/${name}`, process.execPath, import.meta.path], {
-      env: { ...process.env, [HOST_ENV]: name },
-      stdout: "inherit",
-      stderr: "inherit",
-    });
-    process.exitCode = p.exitCode ?? 1;
-  } finally {
-    Bun.spawnSync(["ip", "netns", "del", name]);
-  }
-}
+await inThrowawayHostNetns(import.meta.path, "tscni-bench-chain", main);

@@ -81,3 +81,32 @@ export function writeSection(id: string, markdown: string): void {
 export function machineLine(): string {
   return `_${new Date().toISOString().slice(0, 10)}, ${process.platform} ${process.arch}, bun ${Bun.version}_`;
 }
+
+const HOST_NETNS_ENV = "TSCNI_BENCH_HOST_NETNS";
+
+/**
+ * Runs `main(hostNetnsName)` inside a throwaway host netns, so a bench's bridges, firewall rules and
+ * sysctls never touch the machine's: the first run re-execs `script` there under `nsenter --net` and
+ * deletes the netns after; the re-exec'd run calls `main`.
+ */
+export async function inThrowawayHostNetns(
+  script: string,
+  prefix: string,
+  main: (host: string) => Promise<void>,
+): Promise<void> {
+  const host = process.env[HOST_NETNS_ENV];
+  if (host) return main(host);
+  const name = `${prefix}-${process.pid}`;
+  const add = Bun.spawnSync(["ip", "netns", "add", name], { stderr: "pipe" });
+  if (add.exitCode !== 0) throw new Error(`ip netns add ${name}: ${add.stderr.toString().trim()}`);
+  try {
+    const p = Bun.spawnSync(["nsenter", `--net=/var/run/netns/${name}`, process.execPath, script], {
+      env: { ...process.env, [HOST_NETNS_ENV]: name },
+      stdout: "inherit",
+      stderr: "inherit",
+    });
+    process.exitCode = p.exitCode ?? 1;
+  } finally {
+    Bun.spawnSync(["ip", "netns", "del", name]);
+  }
+}

@@ -28,9 +28,16 @@ import { dirname, join } from "node:path";
 import { CNIConfig, defaultExec, type RuntimeConf } from "../src/libcni/index.ts";
 import { netConfFromObject } from "../src/spec/conf.ts";
 import { buildTscni } from "../test/helpers/build.ts";
-import { fmtMs, interleaved, machineLine, type Side, table, writeSection } from "./lib.ts";
+import {
+  fmtMs,
+  inThrowawayHostNetns,
+  interleaved,
+  machineLine,
+  type Side,
+  table,
+  writeSection,
+} from "./lib.ts";
 
-const HOST_ENV = "TSCNI_BENCH_WARM_HOST";
 const ITERATIONS = Number(process.env.TSCNI_BENCH_ITERATIONS) || 20;
 const COLD = process.env.TSCNI_BENCH_COLD === "1";
 
@@ -223,20 +230,4 @@ async function main(host: string): Promise<void> {
   }
 }
 
-const host = process.env[HOST_ENV];
-if (host) {
-  await main(host);
-} else {
-  const name = `tscni-bench-warm-${process.pid}`;
-  sh(["ip", "netns", "add", name]);
-  try {
-    const p = Bun.spawnSync(["nsenter", `--net=/var/run/netns/${name}`, process.execPath, import.meta.path], {
-      env: { ...process.env, [HOST_ENV]: name },
-      stdout: "inherit",
-      stderr: "inherit",
-    });
-    process.exitCode = p.exitCode ?? 1;
-  } finally {
-    Bun.spawnSync(["ip", "netns", "del", name]);
-  }
-}
+await inThrowawayHostNetns(import.meta.path, "tscni-bench-warm", main);

@@ -90,15 +90,26 @@ export async function ipamOnIface(o: IpamStepOptions): Promise<Result> {
     ips: ipam.ips.map((ipc) => ({ ...ipc, interface: 0 })),
   };
   if (ipam.routes?.length) result.routes = ipam.routes;
-  for (const key of o.sysctls ?? []) {
-    try {
-      sysctlSetIn(o.container.ns, key, 1);
-    } catch {
-      // best effort, as upstream (IPv6 may be off in the container)
-    }
-  }
+  setSysctlsBestEffort(o.container, o.sysctls ?? []);
   await configureIface(o.container.sock, o.container.ns, o.ifName, result);
   return result;
+}
+
+/** The sysctls that make the kernel announce a new interface's addresses on a shared L2 (upstream's
+ * macvlan and ipvlan set them): gratuitous ARP and unsolicited neighbour advertisements. */
+export function announceSysctls(ifName: string): string[] {
+  return [`net/ipv4/conf/${ifName}/arp_notify`, `net/ipv6/conf/${ifName}/ndisc_notify`];
+}
+
+/** Sets each sysctl to 1 in the container, best effort as upstream (IPv6 may be off there). */
+export function setSysctlsBestEffort(c: Container, keys: readonly string[]): void {
+  for (const key of keys) {
+    try {
+      sysctlSetIn(c.ns, key, 1);
+    } catch {
+      // a key the container's kernel state lacks is not an error
+    }
+  }
 }
 
 /** An interface left without addresses (a layer-2 attachment) is still brought up. */

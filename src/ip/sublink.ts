@@ -4,12 +4,13 @@
  * under a temporary name straight into the container netns (IFLA_NET_NS_FD: it never exists in the host
  * netns under a name that could clash), then renamed to CNI_IFNAME there. The undo step deletes it.
  */
-import { type Link, linkAdd, linkByName, linkDel, linkList, linkSetName } from "../netlink/link.ts";
+import { type Link, linkAdd, linkByIndex, linkByName, linkDel, linkSetName } from "../netlink/link.ts";
 import type { LinkSpec } from "../netlink/link-kinds.ts";
 import { routeList } from "../netlink/route.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
 import { CniError, ErrCode, withContext } from "../spec/errors.ts";
 import type { Interface } from "../spec/types.ts";
+import { mustLink } from "./attach.ts";
 import type { Container } from "./container.ts";
 import type { UndoList } from "./undo.ts";
 import { randomVethName } from "./veth.ts";
@@ -25,20 +26,32 @@ export function masterSocket(hostSock: NetlinkSocket, c: Container, linkInContai
   return linkInContainer ? c.sock : hostSock;
 }
 
-/** The master link by name; a missing one is upstream's "failed to lookup master". */
-export function findMaster(sock: NetlinkSocket, master: string): Link {
-  const m = step(`failed to lookup master ${JSON.stringify(master)}`, () => linkByName(sock, master));
-  if (!m) throw fail(`failed to lookup master ${JSON.stringify(master)}: Link not found`);
-  return m;
+function where(linkInContainer: boolean): string {
+  return linkInContainer ? "container netns" : "host netns";
 }
 
-/** The interface of the first default route (IPv4 or IPv6), as upstream picks a master when none is set. */
-export function defaultRouteInterface(sock: NetlinkSocket): string {
-  const routes = step("listing routes", () => routeList(sock));
-  const dflt = routes.find((r) => (r.dst === "0.0.0.0/0" || r.dst === "::/0") && r.index !== undefined);
-  const name = dflt && step("listing links", () => linkList(sock)).find((l) => l.index === dflt.index)?.name;
-  if (!name) throw fail("no default route interface found");
-  return name;
+/** The master link by name, in the netns of `sock`; a missing one is upstream's "failed to lookup master". */
+export function findMaster(sock: NetlinkSocket, master: string, linkInContainer: boolean): Link {
+  return mustLink(
+    sock,
+    master,
+    `failed to lookup master ${JSON.stringify(master)} in the ${where(linkInContainer)}`,
+  );
+}
+
+/** The interface of the first default route (IPv4 first, like upstream's route dump order): the master
+ * when the config names none. */
+export function defaultRouteLink(sock: NetlinkSocket, linkInContainer: boolean): Link {
+  const w = where(linkInContainer);
+  let found: Link | undefined;
+  try {
+    const def = routeList(sock).find((r) => (r.dst === "0.0.0.0/0" || r.dst === "::/0") && r.index);
+    if (def?.index) found = linkByIndex(sock, def.index);
+  } catch (err) {
+    throw CniError.from(err, `looking for the default route interface in the ${w}`);
+  }
+  if (!found) throw fail(`no default route interface found in the ${w} (set "master")`);
+  return found;
 }
 
 /** An MTU of 0..master's MTU (upstream's check; 0 is the kernel's default). */
@@ -76,9 +89,10 @@ export function createSubLink(o: SubLinkOptions): Interface {
   step(`failed to rename ${o.what} to ${JSON.stringify(o.ifName)}`, () =>
     linkSetName(o.container.sock, made.index, o.ifName),
   );
-  const link = step(`failed to refetch ${o.what} ${JSON.stringify(o.ifName)}`, () =>
-    linkByName(o.container.sock, o.ifName),
+  const link = mustLink(
+    o.container.sock,
+    o.ifName,
+    `failed to refetch ${o.what} ${JSON.stringify(o.ifName)}`,
   );
-  if (!link) throw fail(`failed to refetch ${o.what} ${JSON.stringify(o.ifName)}`);
   return { name: o.ifName, mac: link.mac, sandbox: o.netnsPath };
 }

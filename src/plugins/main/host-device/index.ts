@@ -13,11 +13,11 @@ import {
   ipamOnIface,
   requirePrevResult,
 } from "../../../ip/attach.ts";
-import { type Container, withContainer } from "../../../ip/container.ts";
+import { type Container, withContainer, withHostSocket } from "../../../ip/container.ts";
 import { type UndoList, withUndo } from "../../../ip/undo.ts";
 import { ipamAdd, ipamCheck, ipamDel, ipamStatus } from "../../../ipam-common/index.ts";
 import { type Link, linkByName, linkList, linkSet } from "../../../netlink/link.ts";
-import { NetlinkSocket } from "../../../netlink/socket.ts";
+import type { NetlinkSocket } from "../../../netlink/socket.ts";
 import { currentNetns, type NetNS, NsNotFoundError } from "../../../ns/index.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
@@ -44,17 +44,9 @@ interface Handles {
 async function withHandles<T>(args: CmdArgs, fn: (h: Handles) => Promise<T>): Promise<T> {
   const hostNs = currentNetns();
   try {
-    let hostSock: NetlinkSocket;
-    try {
-      hostSock = NetlinkSocket.open();
-    } catch (err) {
-      throw CniError.from(err, "opening a netlink socket in the host netns");
-    }
-    try {
-      return await withContainer(args.netns, (container) => fn({ hostNs, hostSock, container }));
-    } finally {
-      hostSock.close();
-    }
+    return await withHostSocket((hostSock) =>
+      withContainer(args.netns, (container) => fn({ hostNs, hostSock, container })),
+    );
   } finally {
     hostNs.close();
   }

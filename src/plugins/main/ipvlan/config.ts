@@ -64,10 +64,13 @@ export function loadIpvlanConf(stdin: Uint8Array | string): IpvlanConf {
   return out;
 }
 
-/** The master: the config's, else prevResult's single named interface, else the default route's. */
-export function resolveMaster(conf: IpvlanConf, defaultRoute: () => string): string {
+/**
+ * The master named by the config, else prevResult's single named interface (a chain); undefined when
+ * neither names one: then the interface of the default route is the master.
+ */
+export function resolveMaster(conf: IpvlanConf): string | undefined {
   if (conf.master) return conf.master;
-  if (!conf.prevResult) return defaultRoute();
+  if (!conf.prevResult) return undefined;
   const ifs = conf.prevResult.interfaces ?? [];
   const only = ifs.length === 1 ? ifs[0]?.name : undefined;
   if (!only) throw invalid("chained master failure. PrevResult lacks a single named interface");

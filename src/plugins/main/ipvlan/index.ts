@@ -3,13 +3,14 @@
  * the container as CNI_IFNAME. Addresses come from IPAM, or in a chain from prevResult; with neither the
  * interface is layer-2 only. DEL releases the IPAM allocation and deletes the link.
  */
+
+import { announceSysctls, ipamOnIface, setSysctlsBestEffort, setUp } from "../../../ip/attach.ts";
 import { type Container, deleteContainerLink, withContainer, withHostSocket } from "../../../ip/container.ts";
 import { checkIfaceIPs, checkRoutes, configureIface } from "../../../ip/iface.ts";
-import { createSubLink, defaultRouteInterface, findMaster, masterSocket } from "../../../ip/sublink.ts";
+import { createSubLink, defaultRouteLink, findMaster, masterSocket } from "../../../ip/sublink.ts";
 import { withUndo } from "../../../ip/undo.ts";
-import { ipamAdd, ipamCheck, ipamDel, ipamStatus } from "../../../ipam-common/index.ts";
-import { linkByName, linkSetUp } from "../../../netlink/link.ts";
-import { sysctlSetIn } from "../../../netlink/sysctl.ts";
+import { ipamCheck, ipamDel, ipamStatus } from "../../../ipam-common/index.ts";
+import { linkByName } from "../../../netlink/link.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type Interface, type Result } from "../../../spec/types.ts";
@@ -19,27 +20,16 @@ function fail(msg: string): CniError {
   return new CniError(ErrCode.Internal, msg);
 }
 
-/** Announce the new address on the shared L2 (best effort, as upstream). */
-function notifySysctls(c: Container, ifName: string): void {
-  for (const key of [`net/ipv4/conf/${ifName}/arp_notify`, `net/ipv6/conf/${ifName}/ndisc_notify`]) {
-    try {
-      sysctlSetIn(c.ns, key, 1);
-    } catch {
-      // IPv6 may be off in the container
-    }
-  }
-}
-
 async function cmdAdd(args: CmdArgs): Promise<Result> {
   const conf = loadIpvlanConf(args.stdinData);
   return withHostSocket((hostSock) =>
     withContainer(args.netns, (c) =>
       withUndo(async (undo) => {
         const sock = masterSocket(hostSock, c, conf.linkInContainer);
-        const master = findMaster(
-          sock,
-          resolveMaster(conf, () => defaultRouteInterface(sock)),
-        );
+        const named = resolveMaster(conf);
+        const master = named
+          ? findMaster(sock, named, conf.linkInContainer)
+          : defaultRouteLink(sock, conf.linkInContainer);
         const iface = createSubLink({
           sock,
           container: c,
@@ -58,24 +48,30 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
 
         let result: Result;
         const chained = !conf.ipamType && conf.prevResult?.ips?.length ? conf.prevResult : undefined;
-        if (chained) {
-          result = { cniVersion: conf.cniVersion, ips: chained.ips ?? [] };
-          if (chained.routes) result.routes = chained.routes;
-        } else if (conf.ipamType) {
-          result = await ipamAdd(args);
-          undo.push({ what: "releasing the IPAM allocation", run: () => ipamDel(args) });
-          if (!result.ips?.length) throw fail("IPAM plugin returned missing IP config");
-        } else {
-          result = { cniVersion: conf.cniVersion, ips: [] };
-        }
-        result.ips = (result.ips ?? []).map((i) => ({ ...i, interface: 0 }));
-        result.interfaces = [iface];
-        notifySysctls(c, args.ifName);
-        if (result.ips.length) {
+        if (conf.ipamType) {
+          result = await ipamOnIface({
+            args,
+            container: c,
+            ifName: args.ifName,
+            iface,
+            sysctls: announceSysctls(args.ifName),
+            undo,
+          });
+        } else if (chained) {
+          // a chain's prevResult gave the addresses: configured here without IPAM
+          result = {
+            cniVersion: conf.cniVersion,
+            interfaces: [iface],
+            ips: (chained.ips ?? []).map((i) => ({ ...i, interface: 0 })),
+            ...(chained.routes && { routes: chained.routes }),
+          };
+          setSysctlsBestEffort(c, announceSysctls(args.ifName));
           await configureIface(c.sock, c.ns, args.ifName, result);
         } else {
-          const link = linkByName(c.sock, args.ifName);
-          if (link) linkSetUp(c.sock, link.index);
+          // layer 2 only
+          result = { cniVersion: conf.cniVersion, interfaces: [iface], ips: [] };
+          setSysctlsBestEffort(c, announceSysctls(args.ifName));
+          setUp(c.sock, args.ifName);
         }
         if (conf.dns) result.dns = conf.dns;
         else delete result.dns;
@@ -113,7 +109,8 @@ async function cmdCheck(args: CmdArgs): Promise<void> {
       if (!result) throw fail("Required prevResult missing");
       const iface = result.interfaces?.find((i) => i.name === args.ifName && i.sandbox === args.netns);
       if (!iface) throw fail(`Sandbox in prevResult doesn't match configured netns: ${args.netns}`);
-      if (conf.master) findMaster(masterSocket(hostSock, c, conf.linkInContainer), conf.master);
+      if (conf.master)
+        findMaster(masterSocket(hostSock, c, conf.linkInContainer), conf.master, conf.linkInContainer);
       try {
         checkIpvlan(c, iface, conf);
       } catch (err) {

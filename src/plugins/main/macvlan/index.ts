@@ -4,6 +4,7 @@
  * master is in the container netns. IPAM is optional: without it the interface is layer 2 only.
  */
 import {
+  announceSysctls,
   checkAddressesAndRoutes,
   checkRecordedLink,
   containerIfaceOf,
@@ -12,14 +13,13 @@ import {
   requirePrevResult,
   setUp,
 } from "../../../ip/attach.ts";
-import { type Container, withContainer } from "../../../ip/container.ts";
+import { type Container, deleteContainerLink, withContainer, withHostSocket } from "../../../ip/container.ts";
+import { checkMtu, defaultRouteLink, findMaster, masterSocket } from "../../../ip/sublink.ts";
 import { type UndoList, withUndo } from "../../../ip/undo.ts";
 import { delLinkByName } from "../../../ip/veth.ts";
 import { ipamCheck, ipamDel, ipamGC, ipamStatus } from "../../../ipam-common/index.ts";
-import { type Link, linkAdd, linkByIndex } from "../../../netlink/link.ts";
-import { routeList } from "../../../netlink/route.ts";
-import { NetlinkSocket } from "../../../netlink/socket.ts";
-import { NsNotFoundError } from "../../../ns/index.ts";
+import { type Link, linkAdd } from "../../../netlink/link.ts";
+import type { NetlinkSocket } from "../../../netlink/socket.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type Interface, type Result } from "../../../spec/types.ts";
@@ -34,52 +34,23 @@ interface Handles {
   container: Container;
 }
 
-async function withHandles<T>(args: CmdArgs, fn: (h: Handles) => Promise<T>): Promise<T> {
-  let hostSock: NetlinkSocket;
-  try {
-    hostSock = NetlinkSocket.open();
-  } catch (err) {
-    throw CniError.from(err, "opening a netlink socket in the host netns");
-  }
-  try {
-    return await withContainer(args.netns, (container) => fn({ hostSock, container }));
-  } finally {
-    hostSock.close();
-  }
+function withHandles<T>(args: CmdArgs, fn: (h: Handles) => Promise<T>): Promise<T> {
+  return withHostSocket((hostSock) => withContainer(args.netns, (container) => fn({ hostSock, container })));
 }
 
 /** The socket of the netns the master lives in. */
 function masterSock(h: Handles, conf: MacvlanConf): NetlinkSocket {
-  return conf.linkInContainer ? h.container.sock : h.hostSock;
-}
-
-/** The interface of the first default route (IPv4 first, like upstream's route dump order). */
-function defaultRouteLink(sock: NetlinkSocket, where: string): Link {
-  let found: Link | undefined;
-  try {
-    const def = routeList(sock).find((r) => (r.dst === "0.0.0.0/0" || r.dst === "::/0") && r.index);
-    if (def?.index) found = linkByIndex(sock, def.index);
-  } catch (err) {
-    throw CniError.from(err, `looking for the default route interface in the ${where}`);
-  }
-  if (!found) throw fail(`no default route interface found in the ${where} (set "master")`);
-  return found;
+  return masterSocket(h.hostSock, h.container, conf.linkInContainer);
 }
 
 /** The master link: the configured one, else the default route's; the MTU bounded by its MTU. */
 function resolveMaster(h: Handles, conf: MacvlanConf): Link {
   const sock = masterSock(h, conf);
-  const where = conf.linkInContainer ? "container netns" : "host netns";
   const master =
     conf.master === ""
-      ? defaultRouteLink(sock, where)
-      : mustLink(sock, conf.master, `failed to lookup master ${JSON.stringify(conf.master)} in the ${where}`);
-  if (conf.mtu > master.mtu) {
-    throw new CniError(
-      ErrCode.InvalidNetworkConfig,
-      `invalid MTU ${conf.mtu}, must be [0, master MTU(${master.mtu})]`,
-    );
-  }
+      ? defaultRouteLink(sock, conf.linkInContainer)
+      : findMaster(sock, conf.master, conf.linkInContainer);
+  checkMtu(conf.mtu, master);
   return master;
 }
 
@@ -124,7 +95,7 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
           container: h.container,
           ifName: args.ifName,
           iface,
-          sysctls: [`net/ipv4/conf/${args.ifName}/arp_notify`, `net/ipv6/conf/${args.ifName}/ndisc_notify`],
+          sysctls: announceSysctls(args.ifName),
           undo,
         });
       } else {
@@ -140,20 +111,13 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
 }
 
 /**
- * Deletes the macvlan, then releases the addresses (so they are never handed out while still in use).
- * A netns that is gone, or an interface already deleted, is done.
+ * Releases the addresses, then deletes the macvlan (IPAM first, as upstream: dhcp releases its lease
+ * from the interface). A netns that is gone, or an interface already deleted, is done.
  */
 async function cmdDel(args: CmdArgs): Promise<void> {
   const conf = loadMacvlanConf(args.stdinData, args.args, { forDel: true });
-  // IPAM first, as upstream: dhcp releases its lease from the container interface, which must still exist
   if (conf.ipamType) await ipamDel(args);
-  if (args.netns !== "") {
-    try {
-      await withContainer(args.netns, (c) => delLinkByName(c.sock, args.ifName));
-    } catch (err) {
-      if (!(err instanceof NsNotFoundError)) throw err;
-    }
-  }
+  await deleteContainerLink(args.netns, args.ifName, "macvlan");
 }
 
 function checkMacvlan(h: Handles, args: CmdArgs, conf: MacvlanConf, result: Result, master: Link): void {

@@ -3,11 +3,13 @@
  * container's with linkInContainer) given to the container as CNI_IFNAME, with the IPAM addresses.
  * DEL releases the IPAM allocation and deletes the link; it needs neither the master nor the netns.
  */
+
+import { ipamOnIface } from "../../../ip/attach.ts";
 import { type Container, deleteContainerLink, withContainer, withHostSocket } from "../../../ip/container.ts";
-import { checkIfaceIPs, checkRoutes, configureIface } from "../../../ip/iface.ts";
+import { checkIfaceIPs, checkRoutes } from "../../../ip/iface.ts";
 import { checkMtu, createSubLink, findMaster, masterSocket } from "../../../ip/sublink.ts";
 import { withUndo } from "../../../ip/undo.ts";
-import { ipamAdd, ipamCheck, ipamDel, ipamStatus } from "../../../ipam-common/index.ts";
+import { ipamCheck, ipamDel, ipamStatus } from "../../../ipam-common/index.ts";
 import { linkByName } from "../../../netlink/link.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
@@ -24,7 +26,7 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
     withContainer(args.netns, (c) =>
       withUndo(async (undo) => {
         const sock = masterSocket(hostSock, c, conf.linkInContainer);
-        const master = findMaster(sock, conf.master);
+        const master = findMaster(sock, conf.master, conf.linkInContainer);
         checkMtu(conf.mtu, master);
         const iface = createSubLink({
           sock,
@@ -42,18 +44,9 @@ async function cmdAdd(args: CmdArgs): Promise<Result> {
           undo,
         });
 
-        const ipam = await ipamAdd(args);
-        undo.push({ what: "releasing the IPAM allocation", run: () => ipamDel(args) });
-        if (!ipam.ips?.length) throw fail("IPAM plugin returned missing IP config");
-        const result: Result = {
-          ...ipam,
-          interfaces: [iface],
-          ips: ipam.ips.map((i) => ({ ...i, interface: 0 })),
-        };
-        await configureIface(c.sock, c.ns, args.ifName, result);
-        // the config's DNS replaces IPAM's, as upstream
+        const result = await ipamOnIface({ args, container: c, ifName: args.ifName, iface, undo });
+        // the config's DNS, not IPAM's, as upstream
         if (conf.dns) result.dns = conf.dns;
-        else delete result.dns;
         result.cniVersion = conf.cniVersion;
         return result;
       }),
@@ -93,7 +86,7 @@ async function cmdCheck(args: CmdArgs): Promise<void> {
       if (!result) throw fail("vlan: Required prevResult missing");
       const iface = result.interfaces?.find((i) => i.name === args.ifName && i.sandbox === args.netns);
       if (!iface) throw fail(`Sandbox in prevResult doesn't match configured netns: ${args.netns}`);
-      findMaster(masterSocket(hostSock, c, conf.linkInContainer), conf.master);
+      findMaster(masterSocket(hostSock, c, conf.linkInContainer), conf.master, conf.linkInContainer);
       try {
         checkVlan(c, iface, conf);
       } catch (err) {
