@@ -6,8 +6,8 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { EtcdClient } from "../src/etcd/client.ts";
+import { formatAddr } from "../src/ipam-common/ipmath.ts";
 import { loadWhereaboutsConf, type PoolRange } from "../src/ipam-etcd/config.ts";
-import { formatAddr } from "../src/ipam-etcd/ipmath.ts";
 import { Pool } from "../src/ipam-etcd/pool.ts";
 import { interleaved } from "./lib.ts";
 

@@ -14,6 +14,16 @@
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import type { EtcdOptions } from "../etcd/client.ts";
+import {
+  type Addr,
+  formatAddr,
+  lastAddr,
+  networkAddr,
+  parseAddr as parseIPAddr,
+  parseNetwork,
+  type Subnet,
+  subnetContains,
+} from "../ipam-common/ipmath.ts";
 import { parseCniArgs } from "../spec/args.ts";
 import { parseValidAttachments } from "../spec/conf.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
@@ -29,15 +39,15 @@ import {
 } from "../spec/json.ts";
 import type { DNS, GCAttachment, Route } from "../spec/types.ts";
 import { validateNetworkName } from "../spec/validate.ts";
-import {
-  type Addr,
-  formatAddr,
-  parseAddr,
-  parseSubnet,
-  type Subnet,
-  subnetFirst,
-  subnetLast,
-} from "./ipmath.ts";
+
+/** whereabouts' config tolerates spaces around addresses and CIDRs. */
+function parseAddr(s: string): Addr | undefined {
+  return parseIPAddr(s.trim());
+}
+
+function parseSubnet(s: string): ReturnType<typeof parseNetwork> {
+  return parseNetwork(s.trim());
+}
 
 /** One pool: a CIDR, the allocatable span inside it and the addresses never handed out. */
 export interface PoolRange {
@@ -102,10 +112,6 @@ function addrKey(obj: JSONObject, key: string, path: string): Addr | undefined {
   return a;
 }
 
-function inSubnet(s: Subnet, a: Addr): boolean {
-  return a.family === s.ip.family && a.value >= subnetFirst(s).value && a.value <= subnetLast(s).value;
-}
-
 function parsePoolRange(
   obj: JSONObject,
   path: string,
@@ -118,8 +124,8 @@ function parsePoolRange(
   const r = parseRangeText(text, path);
   const { subnet } = r;
   const v4 = subnet.ip.family === 4;
-  const first = subnetFirst(subnet);
-  const last = subnetLast(subnet);
+  const first = networkAddr(subnet);
+  const last = lastAddr(subnet);
   // IPv4 never hands out the network and broadcast addresses (whereabouts skips .0 and the last).
   const lo = v4 && subnet.prefix < 31 ? { family: 4 as const, value: first.value + 1n } : first;
   const hi = v4 && subnet.prefix < 31 ? { family: 4 as const, value: last.value - 1n } : last;
@@ -129,7 +135,7 @@ function parsePoolRange(
     ["range_start", start],
     ["range_end", end],
   ] as const) {
-    if (!inSubnet(subnet, a)) throw invalid(`${path}.${k} ${formatAddr(a)} is outside ${text}`);
+    if (!subnetContains(subnet, a)) throw invalid(`${path}.${k} ${formatAddr(a)} is outside ${text}`);
   }
   if (start.value < lo.value) start = lo;
   if (end.value > hi.value) end = hi;

@@ -25,9 +25,17 @@
  * so no address is ever written into a block that is free.
  */
 import { type EtcdClient, EtcdError, type KeyValue, prefixEnd, type TxnOp } from "../etcd/client.ts";
+import {
+  type Addr,
+  addrHex,
+  familyBits,
+  formatAddr,
+  hexAddr,
+  type Subnet,
+  subnetContains,
+} from "../ipam-common/ipmath.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import type { PoolRange } from "./config.ts";
-import { type Addr, addrHex, bits, contains, formatAddr, hexAddr, type Subnet } from "./ipmath.ts";
 
 export interface Attachment {
   containerID: string;
@@ -90,7 +98,7 @@ export class Pool {
     readonly range: PoolRange,
   ) {
     this.base = poolPrefix(prefix, range);
-    this.blockSize = 1n << BigInt(bits(range.subnet.ip.family) - range.blockPrefix);
+    this.blockSize = 1n << BigInt(familyBits(range.subnet.ip.family) - range.blockPrefix);
   }
 
   private get family(): 4 | 6 {
@@ -146,7 +154,7 @@ export class Pool {
     const r = this.range;
     if (a.value < r.start.value || a.value > r.end.value) return false;
     if (r.gateway && r.gateway.value === a.value) return false;
-    return !r.exclude.some((x) => contains(x, a));
+    return !r.exclude.some((x) => subnetContains(x, a));
   }
 
   /**

@@ -3,8 +3,8 @@
  * used/free counts, and the owner of an address.
  */
 import { EtcdClient } from "../etcd/client.ts";
+import { addrHex, formatAddr, hexAddr, parseAddr } from "../ipam-common/ipmath.ts";
 import type { WhereaboutsConf } from "./config.ts";
-import { addrHex, formatAddr, hexAddr, parseAddr } from "./ipmath.ts";
 import { Pool, type Reservation } from "./pool.ts";
 
 export interface BlockView {
@@ -71,7 +71,7 @@ export async function ipamView(conf: WhereaboutsConf): Promise<PoolView[]> {
 
 /** The reservation holding `ip`, in whichever pool contains it. */
 export async function ipamOwner(conf: WhereaboutsConf, ip: string): Promise<Reservation | undefined> {
-  const a = parseAddr(ip);
+  const a = parseAddr(ip.trim());
   if (!a) return undefined;
   for (const pool of poolsOf(conf)) {
     if (a.family !== pool.range.subnet.ip.family) continue;

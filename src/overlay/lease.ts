@@ -12,6 +12,15 @@
  * key under a fresh etcd lease while its value is still the one it wrote. IPv4 only for now.
  */
 import type { EtcdClient, KeyValue } from "../etcd/client.ts";
+import {
+  type Addr,
+  formatAddr,
+  formatSubnet,
+  parseAddr,
+  parseNetwork,
+  type Subnet,
+  subnetSize,
+} from "../ipam-common/ipmath.ts";
 
 export const DEFAULT_PREFIX = "/coreos.com/network";
 
@@ -41,25 +50,16 @@ export interface HeldLease {
   modRevision: number;
 }
 
-function ip4ToInt(ip: string): number {
-  const p = ip.split(".").map(Number);
-  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) {
-    throw new Error(`not an IPv4 address: ${JSON.stringify(ip)}`);
-  }
-  return (((p[0]! << 24) >>> 0) + (p[1]! << 16) + (p[2]! << 8) + p[3]!) >>> 0;
+function parseCidr4(cidr: string, what: string): Subnet {
+  const n = parseNetwork(cidr);
+  if (n?.net.ip.family !== 4) throw new Error(`${what}: not an IPv4 CIDR: ${JSON.stringify(cidr)}`);
+  return n.net;
 }
 
-function intToIp4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
-}
-
-function parseCidr4(cidr: string, what: string): { base: number; len: number } {
-  const [ip, len] = cidr.split("/");
-  const n = Number(len);
-  if (!ip || !Number.isInteger(n) || n < 0 || n > 32)
-    throw new Error(`${what}: not an IPv4 CIDR: ${JSON.stringify(cidr)}`);
-  const mask = n === 0 ? 0 : (~0 << (32 - n)) >>> 0;
-  return { base: (ip4ToInt(ip) & mask) >>> 0, len: n };
+function parseIp4(ip: string, what: string): Addr {
+  const a = parseAddr(ip);
+  if (a?.family !== 4) throw new Error(`${what}: not an IPv4 address: ${JSON.stringify(ip)}`);
+  return a;
 }
 
 /** Parses <prefix>/config as flanneld does (SubnetLen default 24, or Network's length + 4 if ≥ 24). */
@@ -74,23 +74,24 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     throw new Error('network config: "Network" (an IPv4 CIDR) is required');
   const net = parseCidr4(raw.Network, "Network");
   const subnetLen =
-    typeof raw.SubnetLen === "number" ? raw.SubnetLen : net.len < 24 ? 24 : Math.min(30, net.len + 4);
-  if (!Number.isInteger(subnetLen) || subnetLen <= net.len || subnetLen > 30) {
-    throw new Error(`network config: SubnetLen ${subnetLen} must be between ${net.len + 1} and 30`);
+    typeof raw.SubnetLen === "number" ? raw.SubnetLen : net.prefix < 24 ? 24 : Math.min(30, net.prefix + 4);
+  if (!Number.isInteger(subnetLen) || subnetLen <= net.prefix || subnetLen > 30) {
+    throw new Error(`network config: SubnetLen ${subnetLen} must be between ${net.prefix + 1} and 30`);
   }
-  const size = 2 ** (32 - subnetLen);
-  const first = net.base + size; // flannel skips the network's first subnet
-  const last = net.base + 2 ** (32 - net.len) - size;
-  const min = typeof raw.SubnetMin === "string" ? ip4ToInt(raw.SubnetMin) : first;
-  const max = typeof raw.SubnetMax === "string" ? ip4ToInt(raw.SubnetMax) : last;
-  if (min < net.base || max > last || min > max)
+  const size = subnetSize({ ip: net.ip, prefix: subnetLen });
+  const first = net.ip.value + size; // flannel skips the network's first subnet
+  const last = net.ip.value + subnetSize(net) - size;
+  const min = typeof raw.SubnetMin === "string" ? parseIp4(raw.SubnetMin, "SubnetMin").value : first;
+  const max = typeof raw.SubnetMax === "string" ? parseIp4(raw.SubnetMax, "SubnetMax").value : last;
+  if (min < net.ip.value || max > last || min > max)
     throw new Error("network config: SubnetMin/SubnetMax outside Network");
+  const v4 = (value: bigint): string => formatAddr({ family: 4, value });
   const b = (raw.Backend ?? {}) as Record<string, unknown>;
   return {
-    network: `${intToIp4(net.base)}/${net.len}`,
+    network: formatSubnet(net),
     subnetLen,
-    subnetMin: intToIp4(min),
-    subnetMax: intToIp4(max),
+    subnetMin: v4(min),
+    subnetMax: v4(max),
     backend: {
       type: typeof b.Type === "string" ? b.Type : "udp",
       vni: typeof b.VNI === "number" ? b.VNI : 1,
@@ -183,10 +184,12 @@ export async function acquireLease(
       });
     } else {
       const taken = new Set(r.kvs.map((kv) => kv.key));
-      const size = 2 ** (32 - cfg.subnetLen);
+      const min = parseIp4(cfg.subnetMin, "SubnetMin");
+      const max = parseIp4(cfg.subnetMax, "SubnetMax");
+      const size = subnetSize({ ip: min, prefix: cfg.subnetLen });
       let free: string | undefined;
-      for (let s = ip4ToInt(cfg.subnetMin); s <= ip4ToInt(cfg.subnetMax); s += size) {
-        const subnet = `${intToIp4(s)}/${cfg.subnetLen}`;
+      for (let s = min.value; s <= max.value; s += size) {
+        const subnet = formatSubnet({ ip: { family: 4, value: s }, prefix: cfg.subnetLen });
         if (!taken.has(subnetKey(prefix, subnet))) {
           free = subnet;
           break;

@@ -8,8 +8,9 @@
  * set → 11 (try again later: both clear up when containers go away, and the message names the IP or
  * the range set).
  */
+
+import { type Addr, addrEqual, formatAddr, nextAddr } from "../../../ipam-common/ipmath.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
-import { type Addr, addrEqual, formatAddr, nextAddr } from "./ipmath.ts";
 import {
   isAllocatable,
   type Range,

@@ -4,6 +4,7 @@
  * requested IPs (CNI_ARGS IP=, args.cni.ips, runtimeConfig.ips), routes, dataDir and resolvConf.
  */
 
+import { type Addr, formatAddr, parseAddr } from "../../../ipam-common/ipmath.ts";
 import { loadArgs, parseIPRange, parseIPRanges, parseIPs } from "../../../spec/args.ts";
 import { parseValidAttachments } from "../../../spec/conf.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
@@ -20,7 +21,6 @@ import type { GCAttachment, IPRange, Route } from "../../../spec/types.ts";
 import { validateNetworkName } from "../../../spec/validate.ts";
 import { compareVersions } from "../../../spec/version.ts";
 import { DEFAULT_DATA_DIR } from "./files.ts";
-import { type Addr, formatAddr, parseAddr } from "./ipmath.ts";
 import { canonicalizeRangeSet, type RangeSet, rangeSetsOverlap } from "./range.ts";
 
 export interface HostLocalConf {

@@ -2,9 +2,10 @@
  * The file layout of a host-local network directory, shared with upstream's disk backend
  * (plugins/ipam/host-local/backend/disk), and the low-level reads of it.
  */
+
+import { parseAddr } from "../../../ipam-common/ipmath.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { type DirEntry, joinPath, readdirTypes, readFile } from "../../../sys/fs.ts";
-import { parseAddr } from "./ipmath.ts";
 
 export const DEFAULT_DATA_DIR = "/var/lib/cni/networks";
 /** flock'ed around every operation, by upstream and by us. */

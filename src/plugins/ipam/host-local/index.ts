@@ -3,6 +3,8 @@
  * recorded as files in <dataDir>/<network> exactly like upstream's host-local (see store.ts).
  * GC and STATUS, which upstream 1.1.1 lacks, follow the CNI 1.1 spec.
  */
+
+import { type Addr, formatAddr } from "../../../ipam-common/ipmath.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type IPConfig, type Result } from "../../../spec/types.ts";
@@ -12,7 +14,6 @@ import { allocate } from "./allocator.ts";
 import { type HostLocalConf, loadHostLocalConf } from "./config.ts";
 import { readResolvConf } from "./dns.ts";
 import { reservationContent } from "./files.ts";
-import { type Addr, formatAddr } from "./ipmath.ts";
 import { allocatableCount, isAllocatable, rangeSetContains, rangeSetString } from "./range.ts";
 import { type LockedStore, networkDir, storeExists, withStore } from "./store.ts";
 

@@ -3,8 +3,7 @@
  * rangeStart and rangeEnd, and the same rejections (too small, host bits, start/end outside the subnet,
  * mixed families, overlaps) with upstream's message texts.
  */
-import { CniError, ErrCode } from "../../../spec/errors.ts";
-import type { IPRange } from "../../../spec/types.ts";
+
 import {
   type Addr,
   addrEqual,
@@ -19,7 +18,9 @@ import {
   parseSubnet,
   type Subnet,
   subnetContains,
-} from "./ipmath.ts";
+} from "../../../ipam-common/ipmath.ts";
+import { CniError, ErrCode } from "../../../spec/errors.ts";
+import type { IPRange } from "../../../spec/types.ts";
 
 export interface Range {
   /** The subnet, host bits zero. */

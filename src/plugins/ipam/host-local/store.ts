@@ -12,6 +12,7 @@
  * operation block on the same lock forever.
  */
 
+import { type Addr, formatAddr, parseAddr } from "../../../ipam-common/ipmath.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import {
   closeFile,
@@ -43,7 +44,6 @@ import {
   reservationContent,
   splitContent,
 } from "./files.ts";
-import { type Addr, formatAddr, parseAddr } from "./ipmath.ts";
 import { ReservationIndex } from "./store-index.ts";
 
 /** One reserved address: its file name and who holds it (ifname undefined: a pre-ifname file). */

@@ -4,8 +4,8 @@
  * keys (src/ipam-etcd/config.ts), so an existing whereabouts etcd config works; docs/cluster-ipam.md has the design.
  */
 import { EtcdClient } from "../../../etcd/client.ts";
+import { formatAddr } from "../../../ipam-common/ipmath.ts";
 import { loadWhereaboutsConf, type WhereaboutsConf } from "../../../ipam-etcd/config.ts";
-import { formatAddr } from "../../../ipam-etcd/ipmath.ts";
 import { etcdError, Pool } from "../../../ipam-etcd/pool.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";

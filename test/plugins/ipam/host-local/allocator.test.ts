@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
+import { formatAddr, parseAddr } from "../../../../src/ipam-common/ipmath.ts";
 import { candidates } from "../../../../src/plugins/ipam/host-local/allocator.ts";
-import { formatAddr, parseAddr } from "../../../../src/plugins/ipam/host-local/ipmath.ts";
 import { canonicalizeRangeSet } from "../../../../src/plugins/ipam/host-local/range.ts";
 import type { IPRange } from "../../../../src/spec/types.ts";
 

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
+import { formatAddr } from "../../../../src/ipam-common/ipmath.ts";
 import { loadHostLocalConf } from "../../../../src/plugins/ipam/host-local/config.ts";
-import { formatAddr } from "../../../../src/plugins/ipam/host-local/ipmath.ts";
 import { rangeSetString } from "../../../../src/plugins/ipam/host-local/range.ts";
 import { failure } from "../../../helpers/errors.ts";
 

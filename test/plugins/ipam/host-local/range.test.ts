@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { formatAddr } from "../../../../src/plugins/ipam/host-local/ipmath.ts";
+import { formatAddr } from "../../../../src/ipam-common/ipmath.ts";
 import {
   allocatableCount,
   canonicalizeRange,

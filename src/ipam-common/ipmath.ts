@@ -1,10 +1,10 @@
 /**
- * IP arithmetic on bigint for the allocator: an address is its family plus its value, so next/prev,
- * comparisons and subnet bounds are plain integer operations. Parsing and printing go through
- * src/spec/ipaddr.ts (Go's net semantics); IPv4-mapped IPv6 counts as IPv4, like upstream's
- * canonicalizeIP.
+ * IP arithmetic on bigint, shared by every allocator (host-local, whereabouts on etcd, the overlay's
+ * subnet leases): an address is its family plus its value, so next/prev, comparisons and subnet bounds
+ * are plain integer operations. Parsing and printing go through src/spec/ipaddr.ts (Go's net
+ * semantics); IPv4-mapped IPv6 counts as IPv4, like upstream's canonicalizeIP.
  */
-import { formatIP, type IPBytes, parseCIDR, parseIP, toIPv4 } from "../../../spec/ipaddr.ts";
+import { formatIP, type IPBytes, parseCIDR, parseIP, toIPv4 } from "../spec/ipaddr.ts";
 
 export interface Addr {
   family: 4 | 6;
@@ -58,6 +58,20 @@ export function parseSubnet(s: string): Subnet | undefined {
   return { ip: addrFromBytes(c.ip), prefix: c.prefix };
 }
 
+/**
+ * Parses a CIDR as a network: the subnet with host bits cleared, the address as written, and whether
+ * it had host bits (a range's implicit start). A mapped IPv4 CIDR ("::ffff:10.0.0.0/120") is IPv4 /24.
+ */
+export function parseNetwork(s: string): { net: Subnet; ip: Addr; hostBits: boolean } | undefined {
+  const c = parseCIDR(s);
+  if (!c) return undefined;
+  const ip = addrFromBytes(c.ip);
+  const prefix = ip.family === 4 && c.ip.length === 16 && c.prefix > 32 ? c.prefix - 96 : c.prefix;
+  const mask = hostMask(ip.family, prefix);
+  const net = { ip: { family: ip.family, value: ip.value & ~mask }, prefix };
+  return { net, ip, hostBits: (ip.value & mask) !== 0n };
+}
+
 export function formatSubnet(s: Subnet): string {
   return `${formatAddr(s.ip)}/${s.prefix}`;
 }
@@ -74,6 +88,11 @@ export function networkAddr(s: Subnet): Addr {
 /** The all-ones host address (the broadcast for IPv4). */
 export function lastAddr(s: Subnet): Addr {
   return { family: s.ip.family, value: s.ip.value | hostMask(s.ip.family, s.prefix) };
+}
+
+/** The number of addresses in the subnet. */
+export function subnetSize(s: Subnet): bigint {
+  return 1n << BigInt(familyBits(s.ip.family) - s.prefix);
 }
 
 export function subnetContains(s: Subnet, a: Addr): boolean {
@@ -99,4 +118,13 @@ export function addrEqual(a: Addr, b: Addr | undefined): boolean {
 export function compareAddr(a: Addr, b: Addr): number {
   if (a.family !== b.family) return a.family - b.family;
   return a.value < b.value ? -1 : a.value > b.value ? 1 : 0;
+}
+
+/** Fixed-width hex of the address: etcd keys that sort in address order. */
+export function addrHex(a: Addr): string {
+  return a.value.toString(16).padStart(a.family === 4 ? 8 : 32, "0");
+}
+
+export function hexAddr(hex: string, family: 4 | 6): Addr {
+  return { family, value: BigInt(`0x${hex}`) };
 }
