@@ -102,7 +102,7 @@ export function routes(n: TempNetns, family: "-4" | "-6", table = "main"): IpRou
     .sort((a, b) => `${a.table}${a.dst}`.localeCompare(`${b.table}${b.dst}`));
 }
 
-export function reservations(n: LinkNet, network: string): string[] {
+export function reservations(n: { dataDir: string }, network: string): string[] {
   const dir = join(n.dataDir, network);
   if (!existsSync(dir)) return [];
   return readdirSync(dir).filter((f) => /^[0-9a-f.:]+$/.test(f) && (f.includes(".") || f.includes(":")));

@@ -3,10 +3,11 @@
  * host netns whose `up0` is one end of a veth, the other end (`down0`) in a "wire" netns that plays the
  * rest of the L2 network, and a container netns. The plugin runs as a process in the host netns.
  */
-import { existsSync, readdirSync } from "node:fs";
-import { join } from "node:path";
 import { makeNetns, type TempNetns, tempDir } from "../../helpers/netns.ts";
-import { runPlugin } from "../_run.ts";
+import { runIn } from "./link-helpers.ts";
+
+// The `ip -j` views and the store view are link-helpers'; a Bed is a LinkNet with a wire and a container.
+export { addrs, links, ping, reservations } from "./link-helpers.ts";
 
 export interface Bed {
   host: TempNetns;
@@ -41,17 +42,7 @@ export function run(
   config: object,
   o: { netns?: string; ifName?: string; id?: string } = {},
 ) {
-  return runPlugin({
-    plugin,
-    hostNetns: b.host.name,
-    env: {
-      CNI_COMMAND: command,
-      CNI_CONTAINERID: o.id ?? "ctr1",
-      CNI_NETNS: o.netns ?? b.cont.path,
-      CNI_IFNAME: o.ifName ?? "net1",
-    },
-    config,
-  });
+  return runIn(b, plugin, command, o.netns ?? b.cont.path, config, { id: o.id, ifName: o.ifName ?? "net1" });
 }
 
 export interface IpLinkDetail {
@@ -65,26 +56,4 @@ export interface IpLinkDetail {
 
 export function ipLink(n: TempNetns, name: string): IpLinkDetail | undefined {
   return (n.ip("-d", "link", "show") as IpLinkDetail[]).find((l) => l.ifname === name);
-}
-
-export function links(n: TempNetns): string[] {
-  return (n.ip("link", "show") as { ifname: string }[]).map((l) => l.ifname).filter((x) => x !== "lo");
-}
-
-export function addrs(n: TempNetns, dev: string): string[] {
-  const out = n.ip("addr", "show", "dev", dev) as { addr_info: { local: string; prefixlen: number }[] }[];
-  return (out[0]?.addr_info ?? [])
-    .filter((a) => !a.local.startsWith("fe80"))
-    .map((a) => `${a.local}/${a.prefixlen}`)
-    .sort();
-}
-
-/** host-local's reservation files of `network`. */
-export function reservations(b: Bed, network: string): string[] {
-  const dir = join(b.dataDir, network);
-  return existsSync(dir) ? readdirSync(dir).filter((f) => /^[0-9a-f.:]+$/.test(f) && /[.:]/.test(f)) : [];
-}
-
-export function ping(from: TempNetns, ip: string): boolean {
-  return from.run(["ping", "-c", "1", "-W", "2", ip]).code === 0;
 }
