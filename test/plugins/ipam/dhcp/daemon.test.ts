@@ -3,61 +3,59 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "no
 import { join } from "node:path";
 import { cleanupAll, tempDir } from "../../../helpers/netns.ts";
 import { BUN } from "../../_run.ts";
-import { addContainer, ipamConf, MAIN, runDhcp, startDaemon, startServer } from "./fixture.ts";
+import { addContainer, ipamConf, MAIN, runDhcp, startDaemon, startServer, withDhcpBed } from "./fixture.ts";
 
 afterAll(cleanupAll);
 
 describe("dhcp plugin + daemon against dnsmasq", () => {
   test("ADD gets a lease with address, router, routes and DNS; DEL releases it", async () => {
-    const srv = await startServer({
-      extra: [
-        "--dhcp-option=option:router,10.$N.0.1",
-        "--dhcp-option=option:dns-server,10.$N.0.53,10.$N.0.54",
-        "--dhcp-option=option:domain-name,example.test",
-      ],
-    });
-    const d = await startDaemon();
-    const c = addContainer(srv);
-    try {
-      const conf = ipamConf(d.socket);
-      const add = await runDhcp({ command: "ADD", containerID: "ctr1", netns: c.path, config: conf });
-      expect(add.stderr).toBe("");
-      expect(add.code).toBe(0);
-      const r = add.json;
-      expect(r.cniVersion).toBe("1.0.0");
-      expect(r.ips).toHaveLength(1);
-      expect(r.ips[0].address).toMatch(new RegExp(`^10\\.${srv.gw.split(".")[1]}\\.0\\.1\\d\\d/24$`));
-      expect(r.ips[0].gateway).toBe(srv.gw);
-      expect(r.routes).toEqual([{ dst: "0.0.0.0/0", gw: srv.gw }]);
-      expect(r.dns.nameservers).toEqual([srv.gw.replace(/1$/, "53"), srv.gw.replace(/1$/, "54")]);
-      expect(r.dns.domain).toBe("example.test");
-      const ip = r.ips[0].address.split("/")[0];
-      const lease = srv.leases().find((l) => l[2] === ip);
-      expect(lease?.[1]).toBe(c.mac);
-      // client id: 0, then containerID/net/ifname (dnsmasq prints it as hex bytes)
-      const cid = [0, ...new TextEncoder().encode("ctr1/dhcptest/eth0")]
-        .map((b) => b.toString(16).padStart(2, "0"))
-        .join(":");
-      expect(lease?.[4]).toBe(cid);
-      // a second ADD returns the same lease
-      const again = await runDhcp({ command: "ADD", containerID: "ctr1", netns: c.path, config: conf });
-      expect(again.json.ips[0].address).toBe(r.ips[0].address);
+    await withDhcpBed(
+      {
+        server: {
+          extra: [
+            "--dhcp-option=option:router,10.$N.0.1",
+            "--dhcp-option=option:dns-server,10.$N.0.53,10.$N.0.54",
+            "--dhcp-option=option:domain-name,example.test",
+          ],
+        },
+      },
+      async ({ srv, d, c }) => {
+        const conf = ipamConf(d.socket);
+        const add = await runDhcp({ command: "ADD", containerID: "ctr1", netns: c.path, config: conf });
+        expect(add.stderr).toBe("");
+        expect(add.code).toBe(0);
+        const r = add.json;
+        expect(r.cniVersion).toBe("1.0.0");
+        expect(r.ips).toHaveLength(1);
+        expect(r.ips[0].address).toMatch(new RegExp(`^10\\.${srv.gw.split(".")[1]}\\.0\\.1\\d\\d/24$`));
+        expect(r.ips[0].gateway).toBe(srv.gw);
+        expect(r.routes).toEqual([{ dst: "0.0.0.0/0", gw: srv.gw }]);
+        expect(r.dns.nameservers).toEqual([srv.gw.replace(/1$/, "53"), srv.gw.replace(/1$/, "54")]);
+        expect(r.dns.domain).toBe("example.test");
+        const ip = r.ips[0].address.split("/")[0];
+        const lease = srv.leases().find((l) => l[2] === ip);
+        expect(lease?.[1]).toBe(c.mac);
+        // client id: 0, then containerID/net/ifname (dnsmasq prints it as hex bytes)
+        const cid = [0, ...new TextEncoder().encode("ctr1/dhcptest/eth0")]
+          .map((b) => b.toString(16).padStart(2, "0"))
+          .join(":");
+        expect(lease?.[4]).toBe(cid);
+        // a second ADD returns the same lease
+        const again = await runDhcp({ command: "ADD", containerID: "ctr1", netns: c.path, config: conf });
+        expect(again.json.ips[0].address).toBe(r.ips[0].address);
 
-      const del = await runDhcp({ command: "DEL", containerID: "ctr1", netns: c.path, config: conf });
-      expect(del.code).toBe(0);
-      const deadline = Date.now() + 5000;
-      while (srv.leases().some((l) => l[2] === ip) && Date.now() < deadline) await Bun.sleep(50);
-      expect(srv.leases().some((l) => l[2] === ip)).toBe(false);
-      expect(srv.log()).toContain(`DHCPRELEASE(br0) ${ip} ${c.mac}`);
-      // DEL again: idempotent
-      expect((await runDhcp({ command: "DEL", containerID: "ctr1", netns: c.path, config: conf })).code).toBe(
-        0,
-      );
-    } finally {
-      await d.stop();
-      c.cleanup();
-      srv.stop();
-    }
+        const del = await runDhcp({ command: "DEL", containerID: "ctr1", netns: c.path, config: conf });
+        expect(del.code).toBe(0);
+        const deadline = Date.now() + 5000;
+        while (srv.leases().some((l) => l[2] === ip) && Date.now() < deadline) await Bun.sleep(50);
+        expect(srv.leases().some((l) => l[2] === ip)).toBe(false);
+        expect(srv.log()).toContain(`DHCPRELEASE(br0) ${ip} ${c.mac}`);
+        // DEL again: idempotent
+        expect(
+          (await runDhcp({ command: "DEL", containerID: "ctr1", netns: c.path, config: conf })).code,
+        ).toBe(0);
+      },
+    );
   }, 60_000);
 });
 
@@ -71,70 +69,68 @@ async function until(what: string, cond: () => boolean, ms = 15_000): Promise<vo
 
 describe("options", () => {
   test("option 121 replaces router and option 33; request/provide; priority", async () => {
-    const srv = await startServer({
-      extra: [
-        "--dhcp-option=option:router,10.$N.0.1",
-        "--dhcp-option=option:classless-static-route,10.200.0.0/16,10.$N.0.254,0.0.0.0/0,10.$N.0.1",
-        "--dhcp-option=option:dns-server,10.$N.0.53",
-        "--dhcp-option=option:domain-search,eng.example.test,example.test",
-      ],
-    });
-    const d = await startDaemon();
-    const c = addContainer(srv);
-    try {
-      const conf = ipamConf(
-        d.socket,
-        { provide: [{ option: "host-name", fromArg: "K8S_POD_NAME" }], priority: 7 },
-        "dhcptest",
-        "1.1.0",
-      );
-      const add = await runDhcp({
-        command: "ADD",
-        containerID: "ctr121",
-        netns: c.path,
-        config: conf,
-        args: "IgnoreUnknown=1;K8S_POD_NAME=web-0",
-      });
-      expect(add.code).toBe(0);
-      const gw = srv.gw;
-      const p = gw.split(".")[1];
-      expect(add.json.routes).toEqual([
-        { dst: "10.200.0.0/16", gw: `10.${p}.0.254`, priority: 7 },
-        { dst: "0.0.0.0/0", gw, priority: 7 },
-      ]);
-      expect(add.json.dns.search).toEqual(["eng.example.test", "example.test"]);
-      const ip = add.json.ips[0].address.split("/")[0];
-      // the hostname we provided is in dnsmasq's lease file
-      expect(srv.leases().find((l) => l[2] === ip)?.[3]).toBe("web-0");
+    await withDhcpBed(
+      {
+        server: {
+          extra: [
+            "--dhcp-option=option:router,10.$N.0.1",
+            "--dhcp-option=option:classless-static-route,10.200.0.0/16,10.$N.0.254,0.0.0.0/0,10.$N.0.1",
+            "--dhcp-option=option:dns-server,10.$N.0.53",
+            "--dhcp-option=option:domain-search,eng.example.test,example.test",
+          ],
+        },
+      },
+      async ({ srv, d, c }) => {
+        const conf = ipamConf(
+          d.socket,
+          { provide: [{ option: "host-name", fromArg: "K8S_POD_NAME" }], priority: 7 },
+          "dhcptest",
+          "1.1.0",
+        );
+        const add = await runDhcp({
+          command: "ADD",
+          containerID: "ctr121",
+          netns: c.path,
+          config: conf,
+          args: "IgnoreUnknown=1;K8S_POD_NAME=web-0",
+        });
+        expect(add.code).toBe(0);
+        const gw = srv.gw;
+        const p = gw.split(".")[1];
+        expect(add.json.routes).toEqual([
+          { dst: "10.200.0.0/16", gw: `10.${p}.0.254`, priority: 7 },
+          { dst: "0.0.0.0/0", gw, priority: 7 },
+        ]);
+        expect(add.json.dns.search).toEqual(["eng.example.test", "example.test"]);
+        const ip = add.json.ips[0].address.split("/")[0];
+        // the hostname we provided is in dnsmasq's lease file
+        expect(srv.leases().find((l) => l[2] === ip)?.[3]).toBe("web-0");
 
-      // skipDefault with only the subnet mask: no router, no DNS in the answer
-      const c2 = addContainer(srv);
-      const bare = await runDhcp({
-        command: "ADD",
-        containerID: "ctrbare",
-        netns: c2.path,
-        config: ipamConf(d.socket, { request: [{ skipDefault: true }, { option: "subnet-mask" }] }),
-      });
-      expect(bare.code).toBe(0);
-      expect(bare.json.ips[0].gateway).toBeUndefined();
-      expect(bare.json.dns ?? {}).toEqual({});
-      expect(bare.json.routes ?? []).toEqual([]);
-      c2.cleanup();
+        // skipDefault with only the subnet mask: no router, no DNS in the answer
+        const c2 = addContainer(srv);
+        const bare = await runDhcp({
+          command: "ADD",
+          containerID: "ctrbare",
+          netns: c2.path,
+          config: ipamConf(d.socket, { request: [{ skipDefault: true }, { option: "subnet-mask" }] }),
+        });
+        expect(bare.code).toBe(0);
+        expect(bare.json.ips[0].gateway).toBeUndefined();
+        expect(bare.json.dns ?? {}).toEqual({});
+        expect(bare.json.routes ?? []).toEqual([]);
+        c2.cleanup();
 
-      const badOpt = await runDhcp({
-        command: "ADD",
-        containerID: "ctrbad",
-        netns: c.path,
-        config: ipamConf(d.socket, { request: [{ option: "no-such-option" }] }),
-      });
-      expect(badOpt.code).toBe(1);
-      expect(badOpt.json.code).toBe(7);
-      expect(badOpt.json.msg).toContain("no-such-option");
-    } finally {
-      await d.stop();
-      c.cleanup();
-      srv.stop();
-    }
+        const badOpt = await runDhcp({
+          command: "ADD",
+          containerID: "ctrbad",
+          netns: c.path,
+          config: ipamConf(d.socket, { request: [{ option: "no-such-option" }] }),
+        });
+        expect(badOpt.code).toBe(1);
+        expect(badOpt.json.code).toBe(7);
+        expect(badOpt.json.msg).toContain("no-such-option");
+      },
+    );
   }, 60_000);
 });
 
@@ -179,59 +175,54 @@ describe("address conflicts", () => {
 describe("lease upkeep", () => {
   // dnsmasq's shortest lease is 2 min and it never sends T1 below 1 min: this test waits ~1 min.
   test("kill -9 of the daemon: the restarted daemon renews the lease at T1 and DEL releases it", async () => {
-    const srv = await startServer({ leaseTime: "2m", extra: ["--dhcp-option=option:router,10.$N.0.1"] });
-    const dir = tempDir("tscni-dhcpd-").path;
-    let d = await startDaemon({ dir });
-    const c = addContainer(srv);
-    try {
-      const conf = ipamConf(d.socket);
-      const add = await runDhcp({ command: "ADD", containerID: "ctrrenew", netns: c.path, config: conf });
-      expect(add.code).toBe(0);
-      const ip = add.json.ips[0].address.split("/")[0];
-      const expiry = () => Number(srv.leases().find((l) => l[2] === ip)?.[0] ?? 0);
-      const first = expiry();
-      expect(first).toBeGreaterThan(0);
-      expect(readdirSync(join(dir, "state"))).toHaveLength(1);
-      // the container uses the address (as a main plugin would have set it up)
-      c.ip("addr", "add", add.json.ips[0].address, "dev", "eth0");
-      c.ip("link", "set", "eth0", "up");
+    await withDhcpBed(
+      { server: { leaseTime: "2m", extra: ["--dhcp-option=option:router,10.$N.0.1"] } },
+      async (b) => {
+        const { srv, c, dir, restart } = b;
+        let { d } = b;
+        const conf = ipamConf(d.socket);
+        const add = await runDhcp({ command: "ADD", containerID: "ctrrenew", netns: c.path, config: conf });
+        expect(add.code).toBe(0);
+        const ip = add.json.ips[0].address.split("/")[0];
+        const expiry = () => Number(srv.leases().find((l) => l[2] === ip)?.[0] ?? 0);
+        const first = expiry();
+        expect(first).toBeGreaterThan(0);
+        expect(readdirSync(join(dir, "state"))).toHaveLength(1);
+        // the container uses the address (as a main plugin would have set it up)
+        c.ip("addr", "add", add.json.ips[0].address, "dev", "eth0");
+        c.ip("link", "set", "eth0", "up");
 
-      await d.kill9();
-      d = await startDaemon({ dir });
-      expect(d.output()).toContain(`resuming lease ${ip}`);
-      // T1 = 1 min: dnsmasq sees the renewal (a unicast REQUEST) and moves the expiry on
-      await until("a renewal by the restarted daemon", () => expiry() > first, 80_000);
-      expect(d.output()).toContain(`renewing lease ${ip}`);
-      expect(
-        srv.log().match(new RegExp(`DHCPACK\\(br0\\) ${ip.replaceAll(".", "\\.")} ${c.mac}`, "g")),
-      ).toHaveLength(2);
-      // the container kept its address and still reaches the server with it
-      expect(c.run(["ping", "-c", "1", "-W", "2", srv.gw]).code).toBe(0);
-      expect(
-        srv
-          .leases()
-          .filter((l) => l[1] === c.mac)
-          .map((l) => l[2]),
-      ).toEqual([ip]);
+        await d.kill9();
+        d = await restart();
+        expect(d.output()).toContain(`resuming lease ${ip}`);
+        // T1 = 1 min: dnsmasq sees the renewal (a unicast REQUEST) and moves the expiry on
+        await until("a renewal by the restarted daemon", () => expiry() > first, 80_000);
+        expect(d.output()).toContain(`renewing lease ${ip}`);
+        expect(
+          srv.log().match(new RegExp(`DHCPACK\\(br0\\) ${ip.replaceAll(".", "\\.")} ${c.mac}`, "g")),
+        ).toHaveLength(2);
+        // the container kept its address and still reaches the server with it
+        expect(c.run(["ping", "-c", "1", "-W", "2", srv.gw]).code).toBe(0);
+        expect(
+          srv
+            .leases()
+            .filter((l) => l[1] === c.mac)
+            .map((l) => l[2]),
+        ).toEqual([ip]);
 
-      const del = await runDhcp({ command: "DEL", containerID: "ctrrenew", netns: c.path, config: conf });
-      expect(del.code).toBe(0);
-      await until("the release", () => srv.log().includes(`DHCPRELEASE(br0) ${ip} ${c.mac}`), 5000);
-      await until("the lease to leave the file", () => expiry() === 0, 5000);
-      expect(readdirSync(join(dir, "state"))).toHaveLength(0);
-    } finally {
-      await d.stop();
-      c.cleanup();
-      srv.stop();
-    }
+        const del = await runDhcp({ command: "DEL", containerID: "ctrrenew", netns: c.path, config: conf });
+        expect(del.code).toBe(0);
+        await until("the release", () => srv.log().includes(`DHCPRELEASE(br0) ${ip} ${c.mac}`), 5000);
+        await until("the lease to leave the file", () => expiry() === 0, 5000);
+        expect(readdirSync(join(dir, "state"))).toHaveLength(0);
+      },
+    );
   }, 120_000);
 
   test("a restarted daemon picks up each state from the lease file: RENEWING, REBINDING, expired", async () => {
-    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
-    const dir = tempDir("tscni-dhcpd-").path;
-    let d = await startDaemon({ dir });
-    const c = addContainer(srv);
-    try {
+    await withDhcpBed({ server: { extra: ["--dhcp-option=option:router,10.$N.0.1"] } }, async (b) => {
+      const { srv, c, restart } = b;
+      let { d } = b;
       const conf = ipamConf(d.socket);
       const add = await runDhcp({ command: "ADD", containerID: "states", netns: c.path, config: conf });
       expect(add.code).toBe(0);
@@ -247,7 +238,7 @@ describe("lease upkeep", () => {
       const restartWith = async (edit: Record<string, string>) => {
         await d.kill9();
         writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, "utf8")), ...edit }));
-        d = await startDaemon({ dir });
+        d = await restart();
       };
 
       await restartWith({ renewAt: past });
@@ -288,44 +279,39 @@ describe("lease upkeep", () => {
         (await runDhcp({ command: "DEL", containerID: "states", netns: c.path, config: conf })).code,
       ).toBe(0);
       await until("the release", () => srv.log().includes(`DHCPRELEASE(br0) ${ip} ${c.mac}`), 5000);
-    } finally {
-      await d.stop();
-      c.cleanup();
-      srv.stop();
-    }
+    });
   }, 60_000);
 
   test("a DHCPNAK to the renewal ends the lease: the daemon starts over and gets a new one", async () => {
-    const srv = await startServer({
-      extra: ["--dhcp-option=option:router,10.$N.0.1", "--dhcp-authoritative"],
-    });
-    const dir = tempDir("tscni-dhcpd-").path;
-    let d = await startDaemon({ dir });
-    const c = addContainer(srv);
-    try {
-      const conf = ipamConf(d.socket);
-      const add = await runDhcp({ command: "ADD", containerID: "nak", netns: c.path, config: conf });
-      expect(add.code).toBe(0);
-      const file = join(d.stateDir, readdirSync(d.stateDir)[0]!);
-      // a lease dnsmasq never gave (outside its range), due for renewal
-      const bogus = srv.gw.replace(/1$/, "50");
-      await d.kill9();
-      const saved = JSON.parse(readFileSync(file, "utf8"));
-      writeFileSync(
-        file,
-        JSON.stringify({ ...saved, ip: bogus, renewAt: new Date(Date.now() - 1000).toISOString() }),
-      );
-      d = await startDaemon({ dir });
-      await until("the NAK", () => srv.log().includes(`DHCPNAK(br0) ${bogus} ${c.mac}`));
-      await until("a new lease on disk", () => JSON.parse(readFileSync(file, "utf8")).ip !== bogus);
-      expect(d.output()).toContain(`DHCPNAK for ${bogus}`);
-      const now = JSON.parse(readFileSync(file, "utf8")).ip;
-      expect(srv.leases().map((l) => l[2])).toContain(now);
-    } finally {
-      await d.stop();
-      c.cleanup();
-      srv.stop();
-    }
+    await withDhcpBed(
+      {
+        server: {
+          extra: ["--dhcp-option=option:router,10.$N.0.1", "--dhcp-authoritative"],
+        },
+      },
+      async (b) => {
+        const { srv, c, restart } = b;
+        let { d } = b;
+        const conf = ipamConf(d.socket);
+        const add = await runDhcp({ command: "ADD", containerID: "nak", netns: c.path, config: conf });
+        expect(add.code).toBe(0);
+        const file = join(d.stateDir, readdirSync(d.stateDir)[0]!);
+        // a lease dnsmasq never gave (outside its range), due for renewal
+        const bogus = srv.gw.replace(/1$/, "50");
+        await d.kill9();
+        const saved = JSON.parse(readFileSync(file, "utf8"));
+        writeFileSync(
+          file,
+          JSON.stringify({ ...saved, ip: bogus, renewAt: new Date(Date.now() - 1000).toISOString() }),
+        );
+        d = await restart();
+        await until("the NAK", () => srv.log().includes(`DHCPNAK(br0) ${bogus} ${c.mac}`));
+        await until("a new lease on disk", () => JSON.parse(readFileSync(file, "utf8")).ip !== bogus);
+        expect(d.output()).toContain(`DHCPNAK for ${bogus}`);
+        const now = JSON.parse(readFileSync(file, "utf8")).ip;
+        expect(srv.leases().map((l) => l[2])).toContain(now);
+      },
+    );
   }, 60_000);
 
   test("16 parallel ADDs get 16 distinct leases; 16 DELs release them all", async () => {
@@ -425,12 +411,16 @@ describe("CHECK, GC, STATUS and a missing daemon", () => {
 
 describe("daemon lifecycle", () => {
   test("SIGTERM releases nothing and removes socket and pidfile; the next daemon's DEL releases", async () => {
-    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
     const dir = tempDir("tscni-dhcpd-").path;
     const pidfile = join(dir, "dhcp.pid");
-    let d = await startDaemon({ dir, extra: ["-pidfile", pidfile] });
-    const c = addContainer(srv);
-    try {
+    const opts = {
+      dir,
+      server: { extra: ["--dhcp-option=option:router,10.$N.0.1"] },
+      daemon: { extra: ["-pidfile", pidfile] },
+    };
+    await withDhcpBed(opts, async (b) => {
+      const { srv, c, restart } = b;
+      let { d } = b;
       expect(readFileSync(pidfile, "utf8")).toBe(String(d.proc.pid));
       const conf = ipamConf(d.socket);
       const add = await runDhcp({ command: "ADD", containerID: "term", netns: c.path, config: conf });
@@ -443,40 +433,32 @@ describe("daemon lifecycle", () => {
       expect(srv.log()).not.toContain("DHCPRELEASE");
       expect(srv.leases().map((l) => l[2])).toEqual([ip]);
 
-      d = await startDaemon({ dir });
+      d = await restart();
       const del = await runDhcp({ command: "DEL", containerID: "term", netns: c.path, config: conf });
       expect(del.code).toBe(0);
       await until("the release", () => srv.log().includes(`DHCPRELEASE(br0) ${ip} ${c.mac}`), 5000);
-    } finally {
-      await d.stop();
-      c.cleanup();
-      srv.stop();
-    }
+    });
   }, 60_000);
 
   test("a lease that cannot be saved is released and ADD fails with code 5", async () => {
-    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
-    const d = await startDaemon();
-    const c = addContainer(srv);
-    try {
-      rmSync(d.stateDir, { recursive: true });
-      writeFileSync(d.stateDir, "not a directory");
-      const add = await runDhcp({
-        command: "ADD",
-        containerID: "nosave",
-        netns: c.path,
-        config: ipamConf(d.socket),
-      });
-      expect(add.code).toBe(1);
-      expect(add.json.code).toBe(5);
-      expect(add.json.msg).toContain("saving the lease");
-      await until("the release", () => srv.log().includes("DHCPRELEASE(br0)"), 5000);
-      expect(srv.leases()).toHaveLength(0);
-    } finally {
-      await d.stop();
-      c.cleanup();
-      srv.stop();
-    }
+    await withDhcpBed(
+      { server: { extra: ["--dhcp-option=option:router,10.$N.0.1"] } },
+      async ({ srv, d, c }) => {
+        rmSync(d.stateDir, { recursive: true });
+        writeFileSync(d.stateDir, "not a directory");
+        const add = await runDhcp({
+          command: "ADD",
+          containerID: "nosave",
+          netns: c.path,
+          config: ipamConf(d.socket),
+        });
+        expect(add.code).toBe(1);
+        expect(add.json.code).toBe(5);
+        expect(add.json.msg).toContain("saving the lease");
+        await until("the release", () => srv.log().includes("DHCPRELEASE(br0)"), 5000);
+        expect(srv.leases()).toHaveLength(0);
+      },
+    );
   }, 60_000);
 
   test("no DHCP server: ADD fails after -resendtimeout, having retransmitted; nothing is kept", async () => {
@@ -515,11 +497,12 @@ describe("daemon lifecycle", () => {
   }, 60_000);
 
   test("-hostprefix: the daemon opens netns and socket under the prefix", async () => {
-    const srv = await startServer({ extra: ["--dhcp-option=option:router,10.$N.0.1"] });
     // /proc/self/root is "/" seen through a prefix: the socket lands on the same file
-    const d = await startDaemon({ extra: ["-hostprefix", "/proc/self/root"] });
-    const c = addContainer(srv);
-    try {
+    const opts = {
+      server: { extra: ["--dhcp-option=option:router,10.$N.0.1"] },
+      daemon: { extra: ["-hostprefix", "/proc/self/root"] },
+    };
+    await withDhcpBed(opts, async ({ srv, d, c }) => {
       expect(d.output()).toContain(`listening on /proc/self/root${d.socket}`);
       const add = await runDhcp({
         command: "ADD",
@@ -536,11 +519,7 @@ describe("daemon lifecycle", () => {
           .code,
       ).toBe(0);
       await until("the release", () => srv.leases().length === 0, 5000);
-    } finally {
-      await d.stop();
-      c.cleanup();
-      srv.stop();
-    }
+    });
   }, 60_000);
 
   test.skipIf(!existsSync("/usr/bin/systemd-socket-activate"))(

@@ -190,6 +190,51 @@ export async function startDaemon(
   };
 }
 
+export interface DhcpBed {
+  srv: Server;
+  /** The running daemon: restart() replaces it. */
+  d: Daemon;
+  /** A container netns on the server's bridge. */
+  c: TempNetns & { mac: string };
+  /** The daemon's dir (socket, state). */
+  dir: string;
+  /** Starts the daemon again on the same dir, after the test stopped or killed it. */
+  restart(): Promise<Daemon>;
+}
+
+/**
+ * dnsmasq, our daemon and one container, for the length of `body`; all stopped and removed after it,
+ * whether it passed or threw.
+ */
+export async function withDhcpBed(
+  o: { server?: ServerOptions; daemon?: { extra?: string[] }; dir?: string },
+  body: (b: DhcpBed) => Promise<void>,
+): Promise<void> {
+  const srv = await startServer(o.server);
+  try {
+    const dir = o.dir ?? tempDir("tscni-dhcpd-").path;
+    const d = await startDaemon({ dir, extra: o.daemon?.extra });
+    const b: DhcpBed = {
+      srv,
+      d,
+      c: addContainer(srv),
+      dir,
+      restart: async () => {
+        b.d = await startDaemon({ dir });
+        return b.d;
+      },
+    };
+    try {
+      await body(b);
+    } finally {
+      await b.d.stop();
+      b.c.cleanup();
+    }
+  } finally {
+    srv.stop();
+  }
+}
+
 function readLog(p: string): string {
   return existsSync(p) ? readFileSync(p, "utf8") : "";
 }
