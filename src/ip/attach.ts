@@ -8,49 +8,15 @@ import { type Link, linkByName, linkSetUp } from "../netlink/link.ts";
 import type { NetlinkSocket } from "../netlink/socket.ts";
 import { sysctlSetIn } from "../netlink/sysctl.ts";
 import type { CmdArgs } from "../skel/types.ts";
-import { isHardwareAddr, loadArgs, parseMac } from "../spec/args.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
-import { field, getObject, getString, type JSONObject } from "../spec/json.ts";
 import type { Interface, Result } from "../spec/types.ts";
 import type { Container } from "./container.ts";
 import { checkIfaceIPs, checkRoutes, configureIface } from "./iface.ts";
+import { normalizeMac } from "./mac.ts";
 import type { UndoList } from "./undo.ts";
 
 function fail(msg: string): CniError {
   return new CniError(ErrCode.Internal, msg);
-}
-
-/** "0A-58-0A-00-00-01" or "0a58.0a00.0001" → "0a:58:0a:00:00:01" (the kernel's form). */
-export function normalizeMac(mac: string): string {
-  const hex = mac.toLowerCase().replace(/[-:.]/g, "");
-  return hex.match(/../g)?.join(":") ?? mac;
-}
-
-/**
- * The interface's MAC as macvlan and tap take it: the config's `mac`, overridden by CNI_ARGS MAC,
- * overridden by runtimeConfig.mac. A malformed one is code 7 (config) or 4 (CNI_ARGS).
- */
-export function linkMac(conf: JSONObject, cniArgs: string): string | undefined {
-  let mac = getString(conf, "mac") || undefined;
-  if (mac !== undefined && !isHardwareAddr(mac, 6)) {
-    throw new CniError(ErrCode.InvalidNetworkConfig, `invalid MAC address ${JSON.stringify(mac)} in "mac"`);
-  }
-  if (cniArgs !== "") {
-    const fromEnv = loadArgs(cniArgs, ["MAC"]).get("MAC");
-    if (fromEnv) {
-      if (!isHardwareAddr(fromEnv, 6)) {
-        throw new CniError(
-          ErrCode.InvalidEnvironmentVariables,
-          `ARGS: invalid MAC address ${JSON.stringify(fromEnv)}`,
-        );
-      }
-      mac = fromEnv;
-    }
-  }
-  const rc = getObject(conf, "runtimeConfig");
-  const fromRuntime = rc ? parseMac(field(rc, "mac"), "runtimeConfig.mac") : undefined;
-  if (fromRuntime) mac = fromRuntime;
-  return mac === undefined ? undefined : normalizeMac(mac);
 }
 
 /** Looks `name` up through `sock`; a missing link is a CniError saying `what`. */

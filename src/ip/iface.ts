@@ -9,7 +9,7 @@ import { type RouteInfo, type RouteOptions, RT_TABLE, routeAppend, routeList } f
 import type { NetlinkSocket } from "../netlink/socket.ts";
 import { sysctlGet, sysctlSet } from "../netlink/sysctl.ts";
 import { type NetNS, withNetns } from "../ns/index.ts";
-import { CniError, ErrCode } from "../spec/errors.ts";
+import { CniError, ErrCode, withContext } from "../spec/errors.ts";
 import { formatIP, ipFamily, parseCIDR, parseIP } from "../spec/ipaddr.ts";
 import type { IPConfig, Result, Route } from "../spec/types.ts";
 
@@ -21,12 +21,9 @@ function fail(msg: string): CniError {
   return new CniError(ErrCode.Internal, msg);
 }
 
+/** A named step: whatever it throws says the step. */
 function wrap<T>(what: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    throw CniError.from(err, what);
-  }
+  return withContext(what, fn, { prefixCniErrors: true });
 }
 
 interface Net {

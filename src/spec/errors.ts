@@ -54,11 +54,16 @@ export class CniError extends Error {
   }
 }
 
+export interface ContextOptions {
+  /** Prefix `what` to a CniError's message too (a step made of steps), instead of passing it unchanged. */
+  prefixCniErrors?: boolean;
+}
+
 /** Runs `fn`; a failure becomes a CniError saying what was being done (a CniError passes unchanged). */
-export function withContext<T>(what: string, fn: () => T): T {
+export function withContext<T>(what: string, fn: () => T, o: ContextOptions = {}): T {
   try {
     return fn();
   } catch (err) {
-    throw err instanceof CniError ? err : CniError.from(err, what);
+    throw err instanceof CniError && !o.prefixCniErrors ? err : CniError.from(err, what);
   }
 }

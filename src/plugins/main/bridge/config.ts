@@ -6,18 +6,16 @@
  */
 
 import { type IPMasqBackend, parseIPMasqBackend } from "../../../ip/ipmasq-backend.ts";
-import { isHardwareAddr, loadArgs, parseMac } from "../../../spec/args.ts";
+import { linkMac } from "../../../ip/mac.ts";
 import { parseConfDNS, parseValidAttachments } from "../../../spec/conf.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import {
-  field,
   getArray,
   getBool,
   getInt,
   getObject,
   getString,
   isObject,
-  type JSONObject,
   parseJSONObject,
 } from "../../../spec/json.ts";
 import type { DNS, GCAttachment } from "../../../spec/types.ts";
@@ -105,36 +103,6 @@ export function collectVlanTrunk(list: unknown[]): number[] {
   return [...vids].sort((a, b) => a - b);
 }
 
-/** The container MAC with upstream's precedence: CNI_ARGS MAC, overridden by args.cni.mac, then runtimeConfig.mac. */
-function containerMac(conf: JSONObject, cniArgs: string): string | undefined {
-  let mac: string | undefined;
-  if (cniArgs !== "") {
-    const fromEnv = loadArgs(cniArgs, ["MAC"]).get("MAC");
-    if (fromEnv) {
-      if (!isHardwareAddr(fromEnv, 6)) {
-        throw new CniError(
-          ErrCode.InvalidEnvironmentVariables,
-          `ARGS: invalid MAC address ${JSON.stringify(fromEnv)}`,
-        );
-      }
-      mac = fromEnv;
-    }
-  }
-  const cni = getObject(getObject(conf, "args") ?? {}, "cni", "args");
-  const fromArgs = cni ? parseMac(field(cni, "mac"), "args.cni.mac") : undefined;
-  if (fromArgs) mac = fromArgs;
-  const rc = getObject(conf, "runtimeConfig");
-  const fromRuntime = rc ? parseMac(field(rc, "mac"), "runtimeConfig.mac") : undefined;
-  if (fromRuntime) mac = fromRuntime;
-  return mac === undefined ? undefined : normalizeMac(mac);
-}
-
-/** "0A-58-0A-00-00-01" or "0a58.0a00.0001" → "0a:58:0a:00:00:01" (the kernel's form, for comparisons). */
-function normalizeMac(mac: string): string {
-  const hex = mac.toLowerCase().replace(/[-:.]/g, "");
-  return hex.match(/../g)?.join(":") ?? mac;
-}
-
 export interface LoadOptions {
   /**
    * DEL must not fail on what only ADD acts on (upstream checks these in cmdAdd): a runtime retries a
@@ -199,7 +167,7 @@ export function loadBridgeConf(
     portIsolation: getBool(conf, "portIsolation") ?? false,
   };
   if (!opts.forDel) {
-    const mac = containerMac(conf, cniArgs);
+    const mac = linkMac(conf, cniArgs, { argsCni: true });
     if (mac) out.mac = mac;
   }
   if (ipamType) out.ipamType = ipamType;

@@ -3,7 +3,7 @@
  * mac (with CNI_ARGS MAC and runtimeConfig.mac), linkInContainer, bcqueuelen, ipam, dns. What needs
  * the kernel (the default master, the master's MTU bound) is resolved by the ADD/CHECK steps.
  */
-import { linkMac } from "../../../ip/attach.ts";
+import { linkMac } from "../../../ip/mac.ts";
 import type { MacvlanMode } from "../../../netlink/link-kinds.ts";
 import { parseConfDNS } from "../../../spec/conf.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
@@ -72,7 +72,7 @@ export function loadMacvlanConf(stdin: Uint8Array, cniArgs: string, opts: LoadOp
     bcQueueLen,
   };
   if (!opts.forDel) {
-    const mac = linkMac(conf, cniArgs);
+    const mac = linkMac(conf, cniArgs, { configKey: true });
     if (mac) out.mac = mac;
     const prev = parsePrevResult(conf as NetConf);
     if (prev) out.prevResult = prev;

@@ -2,7 +2,7 @@
  * The tap plugin's configuration (upstream plugins/main/tap NetConf, v1.9): multiQueue, mtu, mac (with
  * CNI_ARGS MAC and runtimeConfig.mac), owner, group, selinuxContext, bridge, ipam, dns.
  */
-import { linkMac } from "../../../ip/attach.ts";
+import { linkMac } from "../../../ip/mac.ts";
 import { parseConfDNS } from "../../../spec/conf.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { getBool, getInt, getObject, getString, parseJSONObject } from "../../../spec/json.ts";
@@ -58,7 +58,7 @@ export function loadTapConf(stdin: Uint8Array, cniArgs: string, opts: { forDel?:
     mtu,
   };
   if (!opts.forDel) {
-    const mac = linkMac(conf, cniArgs);
+    const mac = linkMac(conf, cniArgs, { configKey: true });
     if (mac) out.mac = mac;
     const prev = parsePrevResult(conf as NetConf);
     if (prev) out.prevResult = prev;

@@ -23,7 +23,7 @@ import { type RuleInfo, ruleAdd, ruleDel, ruleList } from "../../../netlink/rule
 import type { NetlinkSocket } from "../../../netlink/socket.ts";
 import { NsNotFoundError } from "../../../ns/index.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
-import { CniError, ErrCode } from "../../../spec/errors.ts";
+import { CniError, ErrCode, withContext } from "../../../spec/errors.ts";
 import { formatIP, parseIP } from "../../../spec/ipaddr.ts";
 import { CNI_VERSIONS, type IPConfig, type Result } from "../../../spec/types.ts";
 import { isErrno } from "../../../sys/errno.ts";
@@ -38,12 +38,9 @@ function fail(msg: string): CniError {
   return new CniError(ErrCode.Internal, msg);
 }
 
+/** A named step: whatever it throws says the step. */
 function wrap<T>(what: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    throw CniError.from(err, what);
-  }
+  return withContext(what, fn, { prefixCniErrors: true });
 }
 
 /** Runs fn holding an exclusive flock on the netns file (released when the fd closes). */
