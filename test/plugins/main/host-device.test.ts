@@ -14,10 +14,9 @@ import {
   type LinkNet,
   linkNet,
   links,
-  type RunOpts,
+  pluginUnderTest,
   reservations,
   routes,
-  runIn,
   upVeth,
 } from "./link-helpers.ts";
 
@@ -32,36 +31,12 @@ function net(): LinkNet {
   return n;
 }
 
-function conf(n: LinkNet, opts: { ipam?: object | null; [k: string]: unknown } = {}) {
-  const { ipam, ...rest } = opts;
-  return {
-    cniVersion: "1.0.0",
-    name: NET,
-    type: "host-device",
-    ...rest,
-    ...(ipam === null
-      ? {}
-      : {
-          ipam: {
-            type: "host-local",
-            dataDir: n.dataDir,
-            ranges: [[{ subnet: "10.74.0.0/24", gateway: "10.74.0.1" }]],
-            routes: [{ dst: "10.200.0.0/16" }],
-            ...ipam,
-          },
-        }),
-  };
-}
-
-function run(n: LinkNet, command: string, cont: TempNetns | string, config: object, o: RunOpts = {}) {
-  return runIn(n, "host-device", command, cont, config, o);
-}
-
-async function add(n: LinkNet, cont: TempNetns, config: object, o: RunOpts = {}) {
-  const r = await run(n, "ADD", cont, config, o);
-  if (r.code !== 0) throw new Error(`ADD failed: ${r.stdout} ${r.stderr}`);
-  return r.json;
-}
+const { conf, run, add } = pluginUnderTest({
+  type: "host-device",
+  network: NET,
+  ipam: { subnet: "10.74.0.0/24", gateway: "10.74.0.1", routes: [{ dst: "10.200.0.0/16" }] },
+  noIpam: "omit",
+});
 
 describe("host-device ADD", () => {
   for (const [how, sel] of [

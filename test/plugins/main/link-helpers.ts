@@ -55,6 +55,55 @@ export function runIn(
   });
 }
 
+export interface PluginUnderTest {
+  /** The plugin's config on `n`; `ipam: null` drops IPAM (as `noIpam` says), other keys override. */
+  conf(n: LinkNet, opts?: { ipam?: object | null; [k: string]: unknown }): Record<string, unknown>;
+  run(
+    n: LinkNet,
+    command: string,
+    cont: TempNetns | string,
+    config: object,
+    o?: RunOpts,
+  ): ReturnType<typeof runIn>;
+  /** ADD that must succeed: its result. */
+  // biome-ignore lint/suspicious/noExplicitAny: a CNI result as parsed JSON
+  add(n: LinkNet, cont: TempNetns, config: object, o?: RunOpts): Promise<any>;
+}
+
+/** One plugin's config, runner and ADD for its test file: host-local on the LinkNet's data dir. */
+export function pluginUnderTest(p: {
+  type: string;
+  network: string;
+  /** Keys every config has (e.g. master). */
+  base?: Record<string, unknown>;
+  ipam: { subnet: string; gateway: string; routes: object[] };
+  /** Without IPAM: no `ipam` key, or an empty one (macvlan's L2-only form). */
+  noIpam: "omit" | "empty";
+}): PluginUnderTest {
+  const run: PluginUnderTest["run"] = (n, command, cont, config, o = {}) =>
+    runIn(n, p.type, command, cont, config, o);
+  return {
+    conf(n, opts = {}) {
+      const { ipam, ...rest } = opts;
+      const full = {
+        type: "host-local",
+        dataDir: n.dataDir,
+        ranges: [[{ subnet: p.ipam.subnet, gateway: p.ipam.gateway }]],
+        routes: p.ipam.routes,
+        ...ipam,
+      };
+      const ipamKey = ipam === null ? (p.noIpam === "empty" ? { ipam: {} } : {}) : { ipam: full };
+      return { cniVersion: "1.0.0", name: p.network, type: p.type, ...p.base, ...rest, ...ipamKey };
+    },
+    run,
+    async add(n, cont, config, o = {}) {
+      const r = await run(n, "ADD", cont, config, o);
+      if (r.code !== 0) throw new Error(`ADD failed: ${r.stdout} ${r.stderr}`);
+      return r.json;
+    },
+  };
+}
+
 // biome-ignore lint/suspicious/noExplicitAny: parsed `ip -j -d link` entry
 export function ipLink(n: TempNetns, dev: string): any {
   return n.ip("-d", "link", "show", "dev", dev)[0];

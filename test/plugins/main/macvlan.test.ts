@@ -13,10 +13,10 @@ import {
   linkNet,
   links,
   ping,
+  pluginUnderTest,
   type RunOpts,
   reservations,
   routes,
-  runIn,
   upVeth,
 } from "./link-helpers.ts";
 
@@ -30,36 +30,13 @@ function net(): LinkNet {
   return n;
 }
 
-function conf(n: LinkNet, opts: { ipam?: object | null; [k: string]: unknown } = {}) {
-  const { ipam, ...rest } = opts;
-  return {
-    cniVersion: "1.0.0",
-    name: NET,
-    type: "macvlan",
-    master: "up0",
-    ...rest,
-    ipam:
-      ipam === null
-        ? {}
-        : {
-            type: "host-local",
-            dataDir: n.dataDir,
-            ranges: [[{ subnet: "10.71.0.0/24", gateway: "10.71.0.1" }]],
-            routes: [{ dst: "0.0.0.0/0" }],
-            ...ipam,
-          },
-  };
-}
-
-function run(n: LinkNet, command: string, cont: TempNetns | string, config: object, o: RunOpts = {}) {
-  return runIn(n, "macvlan", command, cont, config, o);
-}
-
-async function add(n: LinkNet, cont: TempNetns, config: object, o: RunOpts = {}) {
-  const r = await run(n, "ADD", cont, config, o);
-  if (r.code !== 0) throw new Error(`ADD failed: ${r.stdout} ${r.stderr}`);
-  return r.json;
-}
+const { conf, run, add } = pluginUnderTest({
+  type: "macvlan",
+  network: NET,
+  base: { master: "up0" },
+  ipam: { subnet: "10.71.0.0/24", gateway: "10.71.0.1", routes: [{ dst: "0.0.0.0/0" }] },
+  noIpam: "empty",
+});
 
 const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
 

@@ -5,53 +5,19 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { cleanupAll, makeNetns, skipLabel, type TempNetns } from "../../helpers/netns.ts";
-import {
-  addrs,
-  ipLink,
-  type LinkNet,
-  linkNet,
-  links,
-  type RunOpts,
-  reservations,
-  routes,
-  runIn,
-} from "./link-helpers.ts";
+import { cleanupAll, makeNetns, skipLabel } from "../../helpers/netns.ts";
+import { addrs, ipLink, linkNet, links, pluginUnderTest, reservations, routes } from "./link-helpers.ts";
 
 afterEach(() => cleanupAll());
 
 const NET = "tapnet";
 
-function conf(n: LinkNet, opts: { ipam?: object | null; [k: string]: unknown } = {}) {
-  const { ipam, ...rest } = opts;
-  return {
-    cniVersion: "1.0.0",
-    name: NET,
-    type: "tap",
-    ...rest,
-    ...(ipam === null
-      ? {}
-      : {
-          ipam: {
-            type: "host-local",
-            dataDir: n.dataDir,
-            ranges: [[{ subnet: "10.75.0.0/24", gateway: "10.75.0.1" }]],
-            routes: [{ dst: "0.0.0.0/0" }],
-            ...ipam,
-          },
-        }),
-  };
-}
-
-function run(n: LinkNet, command: string, cont: TempNetns | string, config: object, o: RunOpts = {}) {
-  return runIn(n, "tap", command, cont, config, o);
-}
-
-async function add(n: LinkNet, cont: TempNetns, config: object, o: RunOpts = {}) {
-  const r = await run(n, "ADD", cont, config, o);
-  if (r.code !== 0) throw new Error(`ADD failed: ${r.stdout} ${r.stderr}`);
-  return r.json;
-}
+const { conf, run, add } = pluginUnderTest({
+  type: "tap",
+  network: NET,
+  ipam: { subnet: "10.75.0.0/24", gateway: "10.75.0.1", routes: [{ dst: "0.0.0.0/0" }] },
+  noIpam: "omit",
+});
 
 describe("tap ADD", () => {
   test("a persistent tap, up, with IPAM's address and routes; nothing in the host netns", async () => {
