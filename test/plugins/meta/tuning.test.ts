@@ -4,7 +4,7 @@
  * /proc/sys/net read through `ip netns exec`.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { formatBackup, parseBackup } from "../../../src/plugins/meta/tuning/backup.ts";
 import {
@@ -309,6 +309,21 @@ describe("tuning plugin", () => {
     const d = await run(e, "DEL", conf);
     expect(d.stdout).toBe("");
     expect(d.code).toBe(0);
+    expect(readdirSync(e.dataDir)).toEqual([]);
+  }, 20000);
+
+  test("DEL removes the temp file of an ADD killed between its write and rename (no backup yet)", async () => {
+    const e = setup();
+    const conf = config(e, { mtu: 1300 });
+    mkdirSync(e.dataDir, { recursive: true });
+    writeFileSync(join(e.dataDir, "ctr0_eth0.json.tmp"), '{\n "mtu": 15');
+    const d = await run(e, "DEL", conf);
+    expect(d.code).toBe(0);
+    expect(readdirSync(e.dataDir)).toEqual([]);
+    // with a backup too: both go, the link gets its MTU back
+    expect((await run(e, "ADD", conf)).code).toBe(0);
+    writeFileSync(join(e.dataDir, "ctr0_eth0.json.tmp"), "");
+    expect((await run(e, "DEL", conf)).code).toBe(0);
     expect(readdirSync(e.dataDir)).toEqual([]);
   }, 20000);
 

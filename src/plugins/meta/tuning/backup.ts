@@ -57,9 +57,14 @@ export function parseBackup(text: string): Backup | undefined {
   return b;
 }
 
+/** The temp file writeBackup renames into place: what an ADD killed between write and rename leaves. */
+function tempPath(path: string): string {
+  return `${path}.tmp`;
+}
+
 /** Writes the file atomically (temp file + rename), creating the data dir. */
 export function writeBackup(path: string, dataDir: string, b: Backup): void {
-  const tmp = `${path}.tmp`;
+  const tmp = tempPath(path);
   try {
     mkdir(dataDir, { recursive: true, mode: 0o700 });
     writeFile(tmp, formatBackup(b), { mode: 0o600 });
@@ -83,9 +88,11 @@ export function readBackup(path: string): Backup | undefined {
   return parseBackup(text) ?? {};
 }
 
+/** Removes the backup and the temp file of a write that was killed before its rename. */
 export function removeBackup(path: string): void {
   try {
     unlink(path, { force: true });
+    unlink(tempPath(path), { force: true });
   } catch (err) {
     throw CniError.from(err, `removing tuning backup ${path}`, ErrCode.IOFailure);
   }

@@ -205,7 +205,7 @@ async function cmdDel(args: CmdArgs): Promise<void> {
   const conf = load(args);
   const path = backupPath(conf.dataDir, args.containerID, args.ifName);
   const backup = readBackup(path);
-  if (!backup) return;
+  if (!backup) return removeBackup(path); // a killed ADD may have left only the temp file
   // A netns or link that is gone has nothing left to restore.
   if (args.netns !== "") {
     const missingOk = true;
