@@ -41,8 +41,9 @@ const USAGE = `usage: tscni <command> [args]
   version                                   tscni's version and the CNI versions it speaks
   install [--warm] <dir>                    link every plugin name to this executable in <dir>
                                             (--warm: to tscni-launcher beside it, for \`tscni warm serve\`)
-  node-net --etcd-endpoints URL,… [--etcd-prefix P] [--iface IF] [--public-ip IP] [--subnet-file F]
-           [--ttl SECONDS] [--poll-ms MS]   the node daemon: a subnet lease on etcd, subnet.env, VXLAN overlay
+  node-net --etcd-endpoints URL,… [--etcd-prefix P] [--etcd-cafile F --etcd-certfile F --etcd-keyfile F]
+           [--etcd-username U --etcd-password P] [--iface IF] [--public-ip IP] [--subnet-file F]
+           [--ip-masq] [--ttl SECONDS] …    the node daemon (flanneld's flags; node-net --help)
   warm serve [--socket PATH] [--log-calls]  the warm path's resident helper (default /run/tscni/warm.sock)
   demo [--keep]                             a netns on a built-in default network, pinged, torn down
   <plugin>                                  run as that plugin (as if started through its link)
@@ -255,26 +256,8 @@ export async function runCli(argv: string[]): Promise<number> {
         installCmd(rest);
         return 0;
       case "node-net": {
-        const flag = (name: string) => {
-          const i = rest.indexOf(name);
-          return i >= 0 ? rest[i + 1] : undefined;
-        };
-        const endpoints = (flag("--etcd-endpoints") ?? "").split(",").filter(Boolean);
-        if (!endpoints.length) throw new UsageError("tscni node-net needs --etcd-endpoints");
-        const num = (name: string) => (flag(name) === undefined ? undefined : Number(flag(name)));
-        const { runNodeNet } = await import("../overlay/node-net.ts");
-        const stop = new Promise<void>((resolve) => process.once("SIGTERM", () => resolve()));
-        await runNodeNet({
-          endpoints,
-          ...(flag("--etcd-prefix") && { prefix: flag("--etcd-prefix") }),
-          ...(flag("--iface") && { iface: flag("--iface") }),
-          ...(flag("--public-ip") && { publicIP: flag("--public-ip") }),
-          ...(flag("--subnet-file") && { subnetFile: flag("--subnet-file") }),
-          ...(num("--ttl") !== undefined && { ttlSeconds: num("--ttl") }),
-          ...(num("--poll-ms") !== undefined && { pollMs: num("--poll-ms") }),
-          ipMasq: rest.includes("--ip-masq"),
-          stop,
-        });
+        const { nodeNetCmd } = await import("./node-net.ts");
+        await nodeNetCmd(rest);
         return 0;
       }
       case "warm": {

@@ -8,10 +8,11 @@
  * keeps forwarding with what it last knew. Peers are re-read every `pollMs` (flanneld watches; a poll
  * reconciles the same way and needs no stream through the JSON gateway).
  */
-import { EtcdClient } from "../etcd/client.ts";
+import { EtcdClient, type EtcdTLS } from "../etcd/client.ts";
 import { addrList } from "../netlink/addr.ts";
 import { linkByName } from "../netlink/link.ts";
 import { NetlinkSocket } from "../netlink/socket.ts";
+import { type MasqBackend, removeMasq, setupMasq } from "./ipmasq.ts";
 import {
   acquireLease,
   DEFAULT_PREFIX,
@@ -28,16 +29,27 @@ const VXLAN_OVERHEAD = 50;
 
 export interface NodeNetOptions {
   endpoints: string[];
+  /** PEM text of the CA, client certificate and key (flanneld's --etcd-cafile/-certfile/-keyfile). */
+  tls?: EtcdTLS;
+  username?: string;
+  password?: string;
   prefix?: string;
   /** The underlay link (default: the one holding publicIP, else eth0). */
   iface?: string;
   /** Default: the first IPv4 address of iface. */
   publicIP?: string;
+  /** Default: the first global IPv6 address of iface (only used when the network config has IPv6). */
+  publicIPv6?: string;
   subnetFile?: string;
-  /** Lease TTL (flanneld: 24 h); renewed at a third of it. */
+  /** Lease TTL (flanneld: 24 h); renewed at a third of it, or renewMarginSeconds before it ends. */
   ttlSeconds?: number;
+  /** flanneld's --subnet-lease-renew-margin (there in minutes). */
+  renewMarginSeconds?: number;
   pollMs?: number;
+  /** Masquerade traffic leaving the cluster network (ipmasq.ts); removed again on a clean stop. */
   ipMasq?: boolean;
+  ipMasqBackend?: MasqBackend;
+  ipMasqFullyRandomDisable?: boolean;
   log?: (line: string) => void;
   /** Resolves when the daemon should stop (SIGTERM); the dataplane and lease stay. */
   stop?: Promise<void>;
@@ -48,7 +60,16 @@ export async function runNodeNet(o: NodeNetOptions): Promise<void> {
   const prefix = o.prefix ?? DEFAULT_PREFIX;
   const ttl = o.ttlSeconds ?? 24 * 3600;
   const pollMs = o.pollMs ?? 5000;
-  const etcd = new EtcdClient({ endpoints: o.endpoints });
+  const renewEveryMs =
+    o.renewMarginSeconds !== undefined && o.renewMarginSeconds < ttl
+      ? (ttl - o.renewMarginSeconds) * 1000
+      : (ttl * 1000) / 3;
+  const etcd = new EtcdClient({
+    endpoints: o.endpoints,
+    ...(o.tls && { tls: o.tls }),
+    ...(o.username !== undefined && { username: o.username, password: o.password ?? "" }),
+  });
+  let masqUp = false;
   const sock = NetlinkSocket.open();
   let stopped = false;
   o.stop?.then(() => {
@@ -70,8 +91,16 @@ export async function runNodeNet(o: NodeNetOptions): Promise<void> {
       ttlSeconds: ttl,
       prefix,
     });
-    const take = (h: HeldLease) => {
+    const take = async (h: HeldLease) => {
       setVtepSubnet(sock, dev, h.lease.subnet);
+      if (o.ipMasq) {
+        await setupMasq({
+          backend: o.ipMasqBackend,
+          v4: { network: cfg.network, subnet: h.lease.subnet },
+          fullyRandomDisable: o.ipMasqFullyRandomDisable,
+        });
+        masqUp = true;
+      }
       writeSubnetEnv(o.subnetFile ?? DEFAULT_SUBNET_FILE, {
         network: cfg.network,
         subnet: h.lease.subnet,
@@ -80,18 +109,18 @@ export async function runNodeNet(o: NodeNetOptions): Promise<void> {
       });
       log(`node-net: ${publicIP} holds ${h.lease.subnet} of ${cfg.network} (${dev.name} ${dev.mac})`);
     };
-    take(held);
+    await take(held);
 
     let lastRenew = Date.now();
     while (!stopped) {
       try {
-        if (Date.now() - lastRenew >= (ttl * 1000) / 3) {
+        if (Date.now() - lastRenew >= renewEveryMs) {
           const renewed = await renewLease(etcd, held, ttl);
           if (renewed) held = renewed;
           else {
             log(`node-net: lease of ${held.lease.subnet} lost; taking one again`);
             held = await acquireLease(etcd, cfg, { publicIP, vtepMAC: dev.mac, ttlSeconds: ttl, prefix });
-            take(held);
+            await take(held);
           }
           lastRenew = Date.now();
         }
@@ -105,6 +134,10 @@ export async function runNodeNet(o: NodeNetOptions): Promise<void> {
         log(`node-net: ${err instanceof Error ? err.message : err}; keeping the overlay, retrying`);
       }
       await Promise.race([Bun.sleep(pollMs), o.stop]);
+    }
+    if (masqUp) {
+      await removeMasq({ backend: o.ipMasqBackend });
+      log("node-net: ip masquerade rules removed");
     }
   } finally {
     sock.close();

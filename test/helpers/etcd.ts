@@ -9,9 +9,9 @@
  *   await c.runBun(file, args, opts)               the same with the pinned bun
  *   c.members[i].kill()         SIGKILL one member (sync) · await c.members[i].start() restarts it on its data dir
  *   await c.waitHealthy(n)      until n members answer /health
- *   startEtcdCluster({tls: true})   clients over https with client-cert auth; PEM paths in c.tls
- *       (not working on the project VM yet: etcd 3.4 rejects every handshake there, curl's and Bun's,
- *       with "tls: bad record MAC", whatever the cipher; untested)
+ *   startEtcdCluster({tls: true})   clients over https with client-cert auth; PEM paths in c.tls (the
+ *       server certificate is for 127.0.0.1 and `host`). etcd logs a handshake without a client
+ *       certificate as "tls: bad record MAC": pass c.tls's cert and key (and its CA).
  *   await c.stop()              kills every member, deletes the netns and data dirs (also at the end of the run)
  *
  * Every member runs under `setpriv --pdeathsig KILL`, so it dies with the test process whatever happens,
@@ -85,8 +85,9 @@ export interface EtcdTLSFiles {
   key: string;
 }
 
-/** A CA, a server cert (SAN 127.0.0.1) and a client cert under `dir`, with openssl. */
-function makeCerts(dir: string): { server: EtcdTLSFiles; client: EtcdTLSFiles } {
+/** A CA, a server cert (SAN 127.0.0.1 and `host`) and a client cert under `dir`, with openssl. */
+function makeCerts(dir: string, host = "127.0.0.1"): { server: EtcdTLSFiles; client: EtcdTLSFiles } {
+  const san = host === "127.0.0.1" ? "IP:127.0.0.1" : `IP:127.0.0.1,IP:${host}`;
   const sh = (cmd: string) => {
     const p = Bun.spawnSync(["sh", "-c", cmd], { cwd: dir, stdout: "pipe", stderr: "pipe" });
     if (p.exitCode !== 0) throw new Error(`openssl: ${cmd}: ${p.stderr}`);
@@ -95,7 +96,7 @@ function makeCerts(dir: string): { server: EtcdTLSFiles; client: EtcdTLSFiles } 
     "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=tscni-test-ca 2>/dev/null",
   );
   for (const [name, ext] of [
-    ["server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"],
+    ["server", `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth`],
     ["client", "extendedKeyUsage=clientAuth"],
   ] as const) {
     sh(
@@ -145,7 +146,10 @@ export async function startEtcdCluster(o: EtcdClusterOptions = {}): Promise<Etcd
   const names = Array.from({ length: n }, (_, i) => `m${i}`);
   const host = o.host ?? "127.0.0.1";
   const peer = (i: number) => `http://${host}:${base + 100 + i}`;
-  const certs = o.tls ? makeCerts(dir.path) : undefined;
+  const certs = o.tls ? makeCerts(dir.path, host) : undefined;
+  const curlTLS = certs
+    ? ["--cacert", certs.client.ca, "--cert", certs.client.cert, "--key", certs.client.key]
+    : [];
   const client = (i: number) => `${certs ? "https" : "http"}://${host}:${base + i}`;
   const tlsArgs = certs
     ? [
@@ -224,10 +228,14 @@ export async function startEtcdCluster(o: EtcdClusterOptions = {}): Promise<Etcd
         let ok = 0;
         for (const m of members) {
           if (!m.running) continue;
-          const r = await execIn(netns.name, ["curl", "-s", "-m", "1", `${m.clientUrl}/health`], {
-            timeoutMs: 3000,
-          });
-          last = r.stdout;
+          const r = await execIn(
+            netns.name,
+            ["curl", "-sS", "-m", "1", ...curlTLS, `${m.clientUrl}/health`],
+            {
+              timeoutMs: 3000,
+            },
+          );
+          last = r.stdout || `curl ${r.code}: ${r.stderr.trim()}`;
           if (r.code === 0 && /"health":\s*"true"/.test(r.stdout)) ok++;
         }
         if (ok >= need) return;
