@@ -13,7 +13,7 @@ import {
 } from "../libcni/index.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatResult, parseCniArgs } from "../spec/index.ts";
-import { CNI_VERSIONS, type NetConfList } from "../spec/types.ts";
+import type { NetConfList } from "../spec/types.ts";
 import { builtinNetwork } from "./builtin.ts";
 import { cliExec } from "./exec.ts";
 import { installablePlugins } from "./registry.ts";
@@ -25,6 +25,7 @@ import {
   resolveNetnsArg,
   UsageError,
 } from "./shared.ts";
+import { printVersion } from "./version.ts";
 
 export { cnitoolContainerID, install, resolveNetnsArg, UsageError };
 
@@ -52,7 +53,8 @@ const USAGE = `usage: tscni <command> [args]
   CNI_PATH, CAP_ARGS (JSON), CNI_ARGS (K=V;K=V), CNI_IFNAME (default eth0), CNI_CACHE_DIR (default
   ${DEFAULT_CACHE_DIR}).`;
 
-export const TSCNI_VERSION = "0.1.0";
+export { TSCNI_VERSION } from "./version.ts";
+
 /** Where `tscni warm serve` listens by default and tscni-launcher connects (native/warm-launcher.c). */
 const DEFAULT_WARM_SOCKET = "/run/tscni/warm.sock";
 
@@ -248,10 +250,7 @@ export async function runCli(argv: string[]): Promise<number> {
       }
       case "version":
       case "--version":
-        process.stdout.write(
-          `tscni ${TSCNI_VERSION}\nCNI protocol versions supported: ${CNI_VERSIONS.join(", ")}\n`,
-        );
-        return 0;
+        return printVersion();
       case "install":
         installCmd(rest);
         return 0;

@@ -30,6 +30,36 @@ export const PLUGINS: Record<string, Loader> = {
   whereabouts: async () => (await import("../plugins/ipam/whereabouts/index.ts")).plugin,
 };
 
+const ALL = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const;
+
+/**
+ * Each plugin's supportedVersions, so VERSION is answered without loading the plugin (src/cli/main.ts).
+ * test/cli/registry.test.ts checks every entry against the loaded plugin; a plugin missing here is
+ * loaded for VERSION as for any verb (correct, only slower).
+ */
+export const PLUGIN_VERSIONS: Record<string, readonly string[]> = {
+  bandwidth: ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+  bridge: ALL,
+  dhcp: ALL,
+  dummy: ALL,
+  firewall: ["0.4.0", "1.0.0", "1.1.0"],
+  flannel: ALL,
+  "host-device": ALL,
+  "host-local": ALL,
+  ipvlan: ALL,
+  loopback: ALL,
+  macvlan: ALL,
+  portmap: ALL,
+  ptp: ALL,
+  sbr: ALL,
+  static: ALL,
+  tap: ALL,
+  tuning: ALL,
+  vlan: ALL,
+  vrf: ["0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+  whereabouts: ALL,
+};
+
 /** Runnable by name but never installed: test doubles. */
 const TEST_PLUGINS: Record<string, Loader> = {
   noop: async () => (await import("../plugins/test/noop.ts")).makeNoop(),

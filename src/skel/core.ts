@@ -8,12 +8,12 @@
  */
 import { parsePluginStdin } from "../spec/conf.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
-import { isObject, parseJSON } from "../spec/json.ts";
 import { formatResult } from "../spec/result.ts";
 import { CURRENT_VERSION } from "../spec/types.ts";
 import { validateContainerID, validateInterfaceName } from "../spec/validate.ts";
-import { checkVersionCompatible, compareVersions, isSupportedVersion, versionInfo } from "../spec/version.ts";
+import { checkVersionCompatible, compareVersions, isSupportedVersion } from "../spec/version.ts";
 import type { CmdArgs, Plugin } from "./types.ts";
+import { versionReply } from "./version.ts";
 
 export type Env = Readonly<Record<string, string | undefined>>;
 /** Where output goes; may be async (the real stdout is). */
@@ -112,20 +112,11 @@ function checkVerbAllowed(
   }
 }
 
-/** The VERSION reply speaks the version the runtime asked in (when it is one we know), else the latest. */
-async function versionReply(io: SkelIO, plugin: Plugin, opts: PluginMainOptions): Promise<string> {
-  let asked: string = CURRENT_VERSION;
-  // Like upstream, stdin is optional for VERSION; a terminal is not read so a bare probe cannot hang.
-  if (opts.stdin !== undefined || !io.stdinIsTerminal()) {
-    try {
-      const conf = parseJSON(await readInput(io, opts.stdin), "version request");
-      const v = isObject(conf) ? conf["cniVersion"] : undefined;
-      if (typeof v === "string" && isSupportedVersion(v)) asked = v;
-    } catch {
-      // Upstream ignores VERSION's stdin entirely; an unreadable one must not fail the probe.
-    }
-  }
-  return `${JSON.stringify(versionInfo(plugin.supportedVersions, asked))}\n`;
+/** VERSION: stdin is optional, and a terminal is not read (see version.ts). */
+function versionOf(io: SkelIO, plugin: Plugin, opts: PluginMainOptions): Promise<string> {
+  const read =
+    opts.stdin !== undefined || !io.stdinIsTerminal() ? () => readInput(io, opts.stdin) : undefined;
+  return versionReply(plugin.supportedVersions, read);
 }
 
 async function dispatch(plugin: Plugin, verb: string, args: CmdArgs, configVersion: string): Promise<string> {
@@ -199,7 +190,7 @@ export async function pluginMainWith(
     }
     checkEnv(env, verb);
     if (verb === "VERSION") {
-      await stdout(await versionReply(io, plugin, opts));
+      await stdout(await versionOf(io, plugin, opts));
       return 0;
     }
     const stdinData = await readInput(io, opts.stdin);

@@ -2,9 +2,10 @@
  * pluginMain for tscni's own plugins: the skel (core.ts) over read(2)/write(2) through src/sys (Bun).
  * Bun.stdin goes through a helper thread and the event loop, ~0.3 ms more of a plugin's short life.
  */
-import { fstat, readAll, write } from "../sys/fs.ts";
+import { readAll, write } from "../sys/fs.ts";
 import { type PluginMainOptions, pluginMainWith, type SkelIO } from "./core.ts";
 import type { Plugin } from "./types.ts";
+import { stdinIsTerminal } from "./version.ts";
 
 export type { Env, PluginMainOptions, Sink, SkelIO } from "./core.ts";
 
@@ -12,14 +13,7 @@ const sysIO: SkelIO = {
   readStdin: () => readAll(0),
   // write(2) directly: the answer is small and the process exits right after.
   write: (fd, text) => write(fd, text),
-  stdinIsTerminal() {
-    try {
-      const st = fstat(0);
-      return st.isCharacterDevice() && !(st.rdev === 0x103); // 1:3 is /dev/null
-    } catch {
-      return false;
-    }
-  },
+  stdinIsTerminal,
 };
 
 /**

@@ -13,13 +13,13 @@
  *                                fixed nft tables with empty maps): [] when nothing of an attachment is left
  */
 import { spawn } from "node:child_process";
-import { linkSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { type Exec, failedPluginError, findInPath } from "../../src/libcni/exec.ts";
 import type { NetConfList } from "../../src/spec/types.ts";
 import { type NetnsState, netnsState, nftSplit, nftStructure } from "../e2e/chain-state.ts";
-import { buildTscni } from "../helpers/build.ts";
+import { buildTscni, REPO } from "../helpers/build.ts";
 import { onTestRunEnd } from "../helpers/teardown.ts";
 
 export const NET = "faultnet";
@@ -36,6 +36,33 @@ export const CAP_ARGS = {
 };
 
 const bins = new Map<string, string>();
+
+/**
+ * The warm path (README "Speed"): native/warm-launcher.c compiled beside the executable, a CNI_PATH whose
+ * bridge and host-local are the launcher, and `tscni warm serve` on a temp socket; `env` is what the
+ * launcher needs (TSCNI_WARM_SOCK, TSCNI_WARM_FALLBACK). stop() kills the helper.
+ */
+export async function warmPath(): Promise<{ bin: string; env: Record<string, string>; stop(): void }> {
+  const exe = buildTscni();
+  const launcher = join(dirname(exe), "tscni-launcher");
+  const cc = Bun.spawnSync(["cc", "-O2", "-static", "-o", launcher, join(REPO, "native/warm-launcher.c")], {
+    stderr: "pipe",
+  });
+  if (cc.exitCode !== 0) throw new Error(`building the warm launcher failed: ${cc.stderr}`);
+  const dir = mkdtempSync(join(tmpdir(), "tscni-fault-warm-"));
+  onTestRunEnd(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(join(dir, "bin"));
+  for (const p of ["bridge", "host-local"]) symlinkSync(launcher, join(dir, "bin", p));
+  const sock = join(dir, "warm.sock");
+  const helper = spawn(exe, ["warm", "serve", "--socket", sock], { stdio: ["ignore", "ignore", "pipe"] });
+  const stop = () => helper.kill("SIGKILL");
+  onTestRunEnd(stop);
+  await new Promise<void>((resolve, reject) => {
+    helper.stderr.once("data", () => resolve());
+    helper.once("exit", (c) => reject(new Error(`tscni warm serve exited ${c}`)));
+  });
+  return { bin: join(dir, "bin"), env: { TSCNI_WARM_SOCK: sock, TSCNI_WARM_FALLBACK: exe }, stop };
+}
 
 /**
  * CNI_PATH with bridge, portmap, bandwidth, tuning and dhcp as symlinks to the executable (as `tscni install`
@@ -66,6 +93,7 @@ export function netExec(
   hostPath: string,
   wrap: (type: string) => string[] = () => [],
   log?: ExecRecord[],
+  extraEnv: Record<string, string> = {},
 ): Exec {
   return {
     findInPath,
@@ -74,7 +102,7 @@ export function netExec(
       const argv = ["nsenter", `--net=${hostPath}`, ...wrap(type), pluginPath];
       return new Promise((resolve, reject) => {
         const child = spawn(argv[0] ?? "nsenter", argv.slice(1), {
-          env: { ...process.env, ...env },
+          env: { ...process.env, ...extraEnv, ...env },
           stdio: ["pipe", "pipe", "pipe"],
         });
         const out: Buffer[] = [];

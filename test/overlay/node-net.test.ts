@@ -65,8 +65,8 @@ function startDaemon(n: Node): void {
       n.env,
       "--ttl",
       "3",
-      "--poll-ms",
-      "300",
+      "--poll-ms=300",
+      "--ip-masq",
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
@@ -75,13 +75,31 @@ function startDaemon(n: Node): void {
   });
 }
 
-async function stopDaemon(n: Node): Promise<void> {
+async function stopDaemon(n: Node, signal: NodeJS.Signals = "SIGKILL"): Promise<number | null> {
   const d = n.daemon;
-  if (!d) return;
-  const exited = new Promise((r) => d.once("exit", r));
-  d.kill("SIGKILL");
-  await exited;
+  if (!d) return null;
+  const exited = new Promise<number | null>((r) => d.once("exit", (code) => r(code)));
+  d.kill(signal);
+  const code = await exited;
   n.daemon = undefined;
+  return code;
+}
+
+/** The names of the nft tables in a node's netns (`nft -j list tables`). */
+function nftTables(n: Node): string[] {
+  const out = JSON.parse(n.ns.run(["nft", "-j", "list", "tables"]).stdout) as {
+    nftables: { table?: { family: string; name: string } }[];
+  };
+  return out.nftables.flatMap((o) => (o.table ? [`${o.table.family} ${o.table.name}`] : []));
+}
+
+/** The rules of flannel-ipv4's postrtg chain as `nft list` prints them. */
+function masqRules(n: Node): string[] {
+  const r = n.ns.run(["nft", "list", "chain", "ip", "flannel-ipv4", "postrtg"]);
+  return r.stdout
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => /return$|masquerade/.test(l));
 }
 
 function subnetOf(n: Node): string {
@@ -147,7 +165,36 @@ describe.skipIf(!!why)("tscni node-net", () => {
     const subnets = nodes.map(subnetOf);
     expect(new Set(subnets).size).toBe(3);
     expect(readFileSync(nodes[0]!.env, "utf8")).toContain("FLANNEL_NETWORK=10.244.0.0/16\n");
-    expect(readFileSync(nodes[0]!.env, "utf8")).toContain("FLANNEL_MTU=1450\n");
+    expect(readFileSync(nodes[0]!.env, "utf8")).toContain("FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n");
+    // --ip-masq: flanneld's rules for this node's lease
+    expect(masqRules(nodes[0]!)).toEqual([
+      "meta mark 0x00004000 return",
+      `ip saddr ${subnets[0]}.0/24 ip daddr 10.244.0.0/16 return`,
+      `ip saddr 10.244.0.0/16 ip daddr ${subnets[0]}.0/24 return`,
+      `ip saddr != ${subnets[0]}.0/24 ip daddr 10.244.0.0/16 return`,
+      "ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
+      "ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random",
+    ]);
+    // an "outside" host beyond node A's second link, with no route into the cluster network
+    const outside = makeNetns("no");
+    sh(
+      nodes[0]!.ns,
+      "ip",
+      "link",
+      "add",
+      "ext0",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      outside.name,
+    );
+    sh(nodes[0]!.ns, "ip", "addr", "add", "203.0.113.1/24", "dev", "ext0");
+    sh(nodes[0]!.ns, "ip", "link", "set", "ext0", "up");
+    sh(outside, "ip", "addr", "add", "203.0.113.2/24", "dev", "eth0");
+    sh(outside, "ip", "link", "set", "eth0", "up");
 
     // a pod per node through kubelet's flow on the canonical flannel conflist: flannel reads the
     // subnet.env node-net wrote and delegates to bridge + host-local
@@ -222,14 +269,22 @@ describe.skipIf(!!why)("tscni node-net", () => {
     );
     expect(ping(c.pod!, podIPs[1] ?? "")).toBe(true);
     // a TCP transfer between pods on two nodes: 2 MiB over HTTP, sized by the client
-    const serve = `Bun.serve({hostname:"0.0.0.0",port:5201,fetch:()=>new Response(new Uint8Array(2097152))});console.log("ready")`;
+    // (/ip answers with the address the request came from)
+    const serve = `Bun.serve({hostname:"0.0.0.0",port:5201,fetch:(r,s)=>new URL(r.url).pathname==="/ip"?new Response(s.requestIP(r)?.address??""):new Response(new Uint8Array(2097152))});console.log("ready")`;
     const server = spawn("ip", ["netns", "exec", b.pod!.name, BUN, "-e", serve]);
+    const outer = spawn("ip", ["netns", "exec", outside.name, BUN, "-e", serve]);
     let got = "";
-    server.stdout?.on("data", (d: Buffer) => {
-      got += d.toString();
-    });
+    for (const p of [server, outer])
+      p.stdout?.on("data", (d: Buffer) => {
+        got += d.toString();
+      });
+    const seenBy = (url: string) => a.pod!.run(["curl", "-s", "-m", "5", url]).stdout.replace(/^::ffff:/, "");
     try {
-      await until("the server", () => got.includes("ready"));
+      await until("the servers", () => got.split("ready").length === 3);
+      // pod → pod across nodes: not masqueraded, the peer sees the pod's address
+      expect(seenBy(`http://${podIPs[1]}:5201/ip`)).toBe(podIPs[0] ?? "");
+      // pod → outside the cluster network: masqueraded to node A's address on that link
+      expect(seenBy("http://203.0.113.2:5201/ip")).toBe("203.0.113.1");
       const curl = a.pod!.run([
         "curl",
         "-s",
@@ -244,6 +299,7 @@ describe.skipIf(!!why)("tscni node-net", () => {
       expect(curl.stdout).toBe("2097152");
     } finally {
       server.kill("SIGKILL");
+      outer.kill("SIGKILL");
     }
 
     // node C goes away: after its lease TTL, A forgets it
@@ -255,6 +311,8 @@ describe.skipIf(!!why)("tscni node-net", () => {
     }[];
     expect(fdb.filter((f) => f.dst).map((f) => f.dst)).toEqual(["192.168.50.2"]);
     expect(ping(a.pod!, podIPs[2] ?? "")).toBe(false);
+    // killed, not stopped: its masquerade rules stay (as flanneld's do), the next start replaces them
+    expect(nftTables(c)).toContain("ip flannel-ipv4");
 
     // C comes back: the same subnet (its PublicIP's lease), reachable again
     startDaemon(c);
@@ -285,5 +343,11 @@ describe.skipIf(!!why)("tscni node-net", () => {
     startDaemon(a);
     await done;
     expect(out).toContain("30 received");
+    expect(masqRules(a)).toHaveLength(6);
+
+    // a clean stop (SIGTERM) removes the masquerade tables; the overlay stays
+    for (const n of nodes) expect(await stopDaemon(n, "SIGTERM")).toBe(0);
+    for (const n of nodes) expect(nftTables(n).filter((t) => t.includes("flannel"))).toEqual([]);
+    expect(vtepRoutes(a)).toHaveLength(2);
   }, 180_000);
 });
