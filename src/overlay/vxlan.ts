@@ -8,6 +8,10 @@
  *                   neigh   <its subnet network> lladdr <its VTEP MAC> PERMANENT
  *                   fdb     <its VTEP MAC> dst <its public IP> self permanent
  *
+ * IPv6 (dual stack) has its own device, as in flannel: flannel-v6.<VNI>, local = the node's public IPv6
+ * address, address <v6 subnet network>/128, and per peer the same three entries with the peer's IPv6
+ * subnet, flannel-v6 MAC and public IPv6 address (VXLAN over the IPv6 underlay).
+ *
  * syncPeers makes the device's routes, neighbours and fdb entries exactly the given peers': what a
  * lease watch delivers is applied by reconciling, so a missed event or a restart converges.
  */
@@ -42,8 +46,12 @@ export interface Peer {
   vtepMAC: string;
 }
 
-export function vtepName(vni: number): string {
-  return `flannel.${vni}`;
+export function vtepName(vni: number, family: 4 | 6 = 4): string {
+  return family === 4 ? `flannel.${vni}` : `flannel-v6.${vni}`;
+}
+
+function familyOf(ip: string): 4 | 6 {
+  return ip.includes(":") ? 6 : 4;
 }
 
 /** The network address of a subnet: "10.244.2.0/24" → "10.244.2.0". */
@@ -51,9 +59,9 @@ function networkOf(subnet: string): string {
   return subnet.split("/")[0] ?? subnet;
 }
 
-/** Makes (or finds) flannel.<VNI> with this node's address, up; returns it. */
+/** Makes (or finds) flannel.<VNI> (flannel-v6.<VNI> for an IPv6 publicIP) with this node's address, up. */
 export function ensureVtep(sock: NetlinkSocket, o: VtepOptions): Link {
-  const name = vtepName(o.vni);
+  const name = vtepName(o.vni, familyOf(o.publicIP));
   let dev = linkByName(sock, name);
   if (!dev) {
     linkAdd(sock, {
@@ -74,11 +82,22 @@ export function ensureVtep(sock: NetlinkSocket, o: VtepOptions): Link {
   return dev;
 }
 
-/** The device's only IPv4 address becomes <subnet network>/32 (a changed lease leaves no old one). */
+/**
+ * The device's only address of the subnet's family becomes <subnet network>/32 (/128; IPv6 without
+ * DAD, its link-local address kept): a changed lease leaves no old one.
+ */
 export function setVtepSubnet(sock: NetlinkSocket, dev: Link, subnet: string): void {
-  const own = `${networkOf(subnet)}/32`;
-  const stale = addrList(sock, { index: dev.index, version: 4 }).filter((a) => a.address !== own);
-  addrReplace(sock, { index: dev.index, devName: dev.name, address: own });
+  const family = familyOf(subnet);
+  const own = `${networkOf(subnet)}/${family === 4 ? 32 : 128}`;
+  const stale = addrList(sock, { index: dev.index, version: family }).filter(
+    (a) => a.address !== own && !a.ip.toLowerCase().startsWith("fe80:"),
+  );
+  addrReplace(sock, {
+    index: dev.index,
+    devName: dev.name,
+    address: own,
+    ...(family === 6 && { flags: { nodad: true } }),
+  });
   for (const a of stale) addrDel(sock, { index: dev.index, devName: dev.name, address: a.address });
 }
 
@@ -90,6 +109,7 @@ export function syncPeers(
   sock: NetlinkSocket,
   dev: Link,
   peers: readonly Peer[],
+  family: 4 | 6 = 4,
 ): { added: number; removed: number } {
   const want = new Map(peers.map((p) => [networkOf(p.subnet), p]));
   let added = 0;
@@ -102,13 +122,13 @@ export function syncPeers(
     added++;
   }
   const macs = new Set(peers.map((p) => p.vtepMAC.toLowerCase()));
-  for (const r of routeList(sock, { index: dev.index, version: 4 })) {
+  for (const r of routeList(sock, { index: dev.index, version: family })) {
     if (r.gw && !want.has(r.gw)) {
       routeDel(sock, { dst: r.dst, gw: r.gw, index: dev.index, devName: dev.name });
       removed++;
     }
   }
-  for (const n of neighList(sock, { index: dev.index, version: 4 })) {
+  for (const n of neighList(sock, { index: dev.index, version: family })) {
     if (n.state & NUD.permanent && !want.has(n.ip))
       neighDel(sock, { index: dev.index, devName: dev.name, ip: n.ip });
   }

@@ -42,7 +42,18 @@ describe("network config and subnet.env (no etcd needed)", () => {
       backend: { type: "vxlan", vni: 1, port: 8472 },
     });
     expect(parseNetworkConfig('{"Network": "10.0.0.0/8"}').subnetLen).toBe(24);
-    expect(parseNetworkConfig('{"Network": "10.1.0.0/26"}').subnetLen).toBe(30);
+    expect(parseNetworkConfig('{"Network": "10.1.0.0/26"}').subnetLen).toBe(28);
+    expect(() => parseNetworkConfig('{"Network": "10.1.0.0/29"}')).toThrow("too small");
+    const dual = parseNetworkConfig(
+      '{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:10::/56", "Backend": {"Type": "vxlan"}}',
+    );
+    expect(dual.ipv6).toEqual({
+      network: "fd00:10::/56",
+      subnetLen: 64,
+      subnetMin: "fd00:10:0:1::",
+      subnetMax: "fd00:10:0:ff::",
+    });
+    expect(() => parseNetworkConfig('{"Network": "10.0.0.0/8", "EnableIPv4": false}')).toThrow("IPv6 only");
     expect(() => parseNetworkConfig("{}")).toThrow('"Network" (an IPv4 CIDR) is required');
     expect(() => parseNetworkConfig('{"Network": "10.1.0.0/16", "SubnetLen": 8}')).toThrow("SubnetLen 8");
     expect(() => parseNetworkConfig("nope")).toThrow("not JSON");
