@@ -26,6 +26,7 @@ export const PLUGIN_KINDS: Record<string, string> = {
   firewall: "meta",
   macvlan: "main",
   sbr: "meta",
+  "host-device": "main",
 };
 export interface DiffCase {
   name: string;

@@ -112,6 +112,21 @@ export const KNOWN_ADJUSTMENTS: Record<string, Adjust> = {
     }),
 
   /**
+   * Upstream 1.1.1's host-device DEL returns the device with the alias its ADD set (the original name)
+   * still on it; ours clears it, leaving the device as it found it. Gives ours upstream's alias back.
+   */
+  "host-device-alias-1.1.1": (ours, up) => {
+    let changed = false;
+    for (const l of ours.afterDel.host.links as Obj[]) {
+      const twin = up.afterDel.host.links.find((x) => (x as Obj).ifname === l.ifname) as Obj | undefined;
+      if ("ifalias" in l || twin === undefined || twin.ifalias !== l.ifname) continue;
+      l.ifalias = twin.ifalias;
+      changed = true;
+    }
+    return changed;
+  },
+
+  /**
    * At 1.1.0 ours omits an empty dns, as upstream cni ≥ 1.2's types100 MarshalJSON does; Debian's 1.1.1
    * cannot speak 1.1.0 and runs such cases at 1.0.0, where it prints "dns": {}.
    */
