@@ -16,7 +16,7 @@ async function runPlugin(name: string): Promise<never> {
   const versions = Object.hasOwn(PLUGIN_VERSIONS, name) ? PLUGIN_VERSIONS[name] : undefined;
   if (process.env.CNI_COMMAND === "VERSION" && versions) {
     // VERSION needs the plugin's versions only: neither the plugin nor the rest of the skel is loaded.
-    const { versionMain } = await import("../skel/version.ts");
+    const { versionMain } = await import("../skel/version-main.ts");
     process.exit(await versionMain(versions));
   }
   const [plugin, { pluginMain }, { setInProcessResolver }] = await Promise.all([

@@ -5,7 +5,7 @@
 import { readAll, write } from "../sys/fs.ts";
 import { type PluginMainOptions, pluginMainWith, type SkelIO } from "./core.ts";
 import type { Plugin } from "./types.ts";
-import { stdinIsTerminal } from "./version.ts";
+import { stdinIsTerminal } from "./version-main.ts";
 
 export type { Env, PluginMainOptions, Sink, SkelIO } from "./core.ts";
 
