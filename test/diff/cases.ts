@@ -27,7 +27,12 @@ export const PLUGIN_KINDS: Record<string, string> = {
   macvlan: "main",
   sbr: "meta",
   "host-device": "main",
+  ipvlan: "main",
+  vlan: "main",
+  vrf: "meta",
 };
+export type KernelKind = "ipvlan" | "vlan" | "vrf";
+
 export interface DiffCase {
   name: string;
   description: string;
@@ -48,6 +53,8 @@ export interface DiffCase {
   firewall?: "compare" | "nftables";
   /** Kernel features the case needs. */
   requires?: "bridge-vlan"[];
+  /** Link kinds the case needs from the kernel; a host without them runs it in the VM lane. */
+  kernel?: KernelKind[];
   /** Links the host netns gets first: "veth-master" is up0 ↔ down0, both up (a master, a device). */
   hostLinks?: "veth-master";
   /** Extra sysctls (dotted, templated) read in each netns. */

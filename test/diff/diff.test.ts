@@ -6,8 +6,8 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { skipLabel } from "../helpers/netns.ts";
-import { loadCases } from "./cases.ts";
+import { type KernelNeed, requiresKernel, skipLabel } from "../helpers/netns.ts";
+import { type DiffCase, type KernelKind, loadCases } from "./cases.ts";
 import { renderReport, renderTable } from "./report.ts";
 import {
   type CaseResult,
@@ -25,6 +25,20 @@ setDefaultTimeout(90_000);
 const isRoot = process.getuid?.() === 0;
 const haveUpstream = existsSync(join(UPSTREAM_DIR, "bridge"));
 const cases = loadCases();
+// Literal calls: scripts/vm-lane.ts picks the files to run in the VM by them.
+const KERNEL_NEEDS: Record<KernelKind, KernelNeed> = {
+  ipvlan: requiresKernel("ipvlan"),
+  vlan: requiresKernel("vlan"),
+  vrf: requiresKernel("vrf"),
+};
+
+/** The case's test name (tagged `[kernel …]` when it needs kinds, as the VM lane selects) and why it skips. */
+function caseTest(c: DiffCase, other: string | undefined): { label: string; why?: string } {
+  const kinds = c.kernel ?? [];
+  const why = other ?? kinds.map((k) => KERNEL_NEEDS[k].why).find(Boolean);
+  const tag = kinds.length > 0 ? `[kernel ${kinds.join(",")}] ` : "";
+  return { label: skipLabel(`${tag}${c.name}`, why), why };
+}
 const results = new Map<string, CaseResult>();
 let impls: Impls | undefined;
 const started = performance.now();
@@ -45,7 +59,8 @@ describe.skipIf(!isRoot || !haveUpstream)("differential: upstream plugins 1.1.1 
 
   for (const c of cases) {
     // Probing the kernel needs root; without it the whole describe is skipped anyway.
-    const why = isRoot && haveUpstream ? skipReason(c) : undefined;
+    const t = caseTest(c, isRoot && haveUpstream ? skipReason(c) : undefined);
+    const why = t.why;
     if (why) {
       results.set(c.name, {
         name: c.name,
@@ -57,7 +72,7 @@ describe.skipIf(!isRoot || !haveUpstream)("differential: upstream plugins 1.1.1 
         notes: [],
       });
     }
-    test.skipIf(!!why)(skipLabel(c.name, why), async () => {
+    test.skipIf(!!why)(t.label, async () => {
       if (!impls) throw new Error("set-up failed");
       const r = await runCase(c, impls);
       results.set(c.name, r);

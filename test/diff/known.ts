@@ -31,6 +31,19 @@ function eachLink(r: NRun, fn: (l: Obj, side: "container" | "host", state: numbe
   return changed;
 }
 
+/** Takes ours' txqlen 1000 out where upstream's container link has none (it sent IFLA_TXQLEN 0). */
+function zeroTxqlen(ours: NRun, up: NRun): boolean {
+  return eachLink(ours, (l, side, i) => {
+    if (side !== "container" || l.txqlen !== 1000) return false;
+    const twin = ([up.before, up.afterAdd, up.afterDel][i]?.container.links ?? []).find(
+      (x) => (x as Obj).ifname === l.ifname,
+    ) as Obj | undefined;
+    if (!twin || "txqlen" in twin) return false;
+    delete l.txqlen;
+    return true;
+  });
+}
+
 export const KNOWN_ADJUSTMENTS: Record<string, Adjust> = {
   /** Ours adds IPv6 gateway addresses (bridge, ptp host veth) with IFA_F_NODAD. */
   "ipv6-gateway-nodad": (ours) =>
@@ -100,16 +113,9 @@ export const KNOWN_ADJUSTMENTS: Record<string, Adjust> = {
   },
 
   /** Upstream 1.1.1 creates macvlans with IFLA_TXQLEN 0 (a zero LinkAttrs); ours, like 1.9, the kernel's 1000. */
-  "macvlan-txqlen-1.1.1": (ours, up) =>
-    eachLink(ours, (l, side, i) => {
-      if (side !== "container" || l.txqlen !== 1000) return false;
-      const twin = ([up.before, up.afterAdd, up.afterDel][i]?.container.links ?? []).find(
-        (x) => (x as Obj).ifname === l.ifname,
-      ) as Obj | undefined;
-      if (!twin || "txqlen" in twin) return false;
-      delete l.txqlen;
-      return true;
-    }),
+  "macvlan-txqlen-1.1.1": (ours, up) => zeroTxqlen(ours, up),
+  /** The same for 1.1.1's ipvlan and vlan links. */
+  "ipvlan-vlan-txqlen-1.1.1": (ours, up) => zeroTxqlen(ours, up),
 
   /**
    * Upstream 1.1.1's host-device DEL returns the device with the alias its ADD set (the original name)
