@@ -17,11 +17,13 @@
  * A conflict (another ADD took <a>, the block was handed back or re-claimed) re-reads and retries: an
  * address has one key, created once, so it never has two owners whatever the interleaving. When the
  * node's blocks are full it reads all claims and claims a free block (txn: create_revision(blocks/<b>)
- * == 0, putting blocks/<b> and affinity/<node>/<b> together); when no block is free it borrows an
- * address from another node's block (the same write txn, guarded by blocks/<b>'s revision).
+ * == 0, putting blocks/<b> and affinity/<node>/<b> together) and allocates in that block, guarded by
+ * the claim txn's revision (so a claimed block is never left empty by its claimer); when no block is
+ * free it borrows an address from another node's block (the same write txn, guarded by blocks/<b>'s
+ * revision).
  * DEL: delete the two keys (txn on the owner key's revision, reading the block's claim), then hand the
- * block back if it is empty (txn: value(blocks/<b>) == the claim read and no key in the block's ips range → delete the claim
- * and its affinity key). An ADD that read the claim before the hand-back fails its revision compare,
+ * block back if it is empty (txn: mod_revision(blocks/<b>) == the claim read and no key in the block's
+ * ips range → delete the claim and its affinity key). An ADD that read the claim before the hand-back fails its revision compare,
  * so no address is ever written into a block that is free.
  */
 import { type EtcdClient, EtcdError, type KeyValue, prefixEnd, type TxnOp } from "../etcd/client.ts";
@@ -244,16 +246,24 @@ export class Pool {
         // A claim of ours newer than the first read (a parallel ADD on this node claimed it): re-read.
         if ([...claims.entries()].some(([hex, kv]) => kv.value === claimValue(att.node) && !mine.has(hex)))
           continue;
-        if ((await this.claimBlock(claims, att.node)) === "claimed") continue;
-        const b = await this.borrow(claims, pick);
-        const kv = b && claims.get(addrHex(b.block));
-        if (!b || !kv) {
-          throw new CniError(
-            ErrCode.Internal,
-            `whereabouts: no free address in range ${formatAddr(this.range.start)}-${formatAddr(this.range.end)}`,
-          );
+        const claim = await this.claimBlock(claims, att.node);
+        if (claim === "lost") continue;
+        if (claim !== "none") {
+          // Allocate in the block just claimed, guarded by the claim's own revision: re-reading could
+          // take an address freed meanwhile in an older block and leave this one claimed and empty.
+          const free = this.freeIn(claim.block, new Set());
+          target = { ...claim, addr: free[pick % free.length] as Addr };
+        } else {
+          const b = await this.borrow(claims, pick);
+          const kv = b && claims.get(addrHex(b.block));
+          if (!b || !kv) {
+            throw new CniError(
+              ErrCode.Internal,
+              `whereabouts: no free address in range ${formatAddr(this.range.start)}-${formatAddr(this.range.end)}`,
+            );
+          }
+          target = { ...b, guard: kv.key, rev: kv.modRevision };
         }
-        target = { ...b, guard: kv.key, rev: kv.modRevision };
       }
       const rec: Reservation = { ...att, ip: formatAddr(target.addr), block: addrHex(target.block) };
       const w = await this.client.txn({
@@ -277,28 +287,35 @@ export class Pool {
   }
 
   /** Every block claim of the pool: first address (hex) → kv. */
-  private async claims(): Promise<Map<string, KeyValue>> {
+  async claims(): Promise<Map<string, KeyValue>> {
     const p = `${this.base}blocks/`;
     const r = await this.client.range(p, { prefix: true });
     return new Map(r.kvs.map((kv) => [kv.key.slice(p.length), kv]));
   }
 
-  /** Claims a free block for `node`: "claimed" (or lost the race: re-read either way), or "none" left. */
-  private async claimBlock(claims: Map<string, KeyValue>, node: string): Promise<"claimed" | "none"> {
+  /**
+   * Claims a free block for `node`: the block with its affinity key and that key's revision, "lost"
+   * when another node's claim won the race (re-read), or "none" when no block is left.
+   */
+  private async claimBlock(
+    claims: Map<string, KeyValue>,
+    node: string,
+  ): Promise<{ block: Addr; guard: string; rev: number } | "lost" | "none"> {
     const n = this.blockCount();
     const start = hash32(node) % Math.min(n, 65536);
     for (let i = 0; i < n; i++) {
       const b = this.blockAt((start + i) % n);
       if (claims.has(addrHex(b))) continue;
       if (this.freeIn(b, new Set(), 1).length === 0) continue;
-      await this.client.txn({
+      const t = await this.client.txn({
         compare: [{ key: this.blockKey(b), target: "CREATE", result: "EQUAL", operand: 0 }],
         success: [
           { put: { key: this.blockKey(b), value: claimValue(node) } },
           { put: { key: this.affinityKey(node, b), value: "" } },
         ],
       });
-      return "claimed";
+      // The puts of a txn share its revision: the affinity key's mod revision is the txn's.
+      return t.succeeded ? { block: b, guard: this.affinityKey(node, b), rev: t.revision } : "lost";
     }
     return "none";
   }
@@ -342,7 +359,7 @@ export class Pool {
       });
       if (t.succeeded) {
         const claim = t.responses[2]?.kind === "range" ? t.responses[2].range.kvs[0] : undefined;
-        if (claim) await this.handBack(block, (JSON.parse(claim.value) as { node: string }).node);
+        if (claim) await this.handBack(block, claim);
         return formatAddr(a);
       }
       const now = t.responses[0]?.kind === "range" ? t.responses[0].range.kvs[0] : undefined;
@@ -365,11 +382,13 @@ export class Pool {
    * Deletes `node`'s claim on the block when no address is left in it (one txn). Whoever frees a
    * block's last address hands it back, also when it was a borrowed address in another node's block.
    */
-  async handBack(block: Addr, node: string): Promise<boolean> {
+  async handBack(block: Addr, claim: KeyValue): Promise<boolean> {
     const r = this.blockIpsRange(block);
+    const node = (JSON.parse(claim.value) as { node: string }).node;
+    // The claim as read, by revision: a block handed back and claimed again since is left alone.
     const t = await this.client.txn({
       compare: [
-        { key: this.blockKey(block), target: "VALUE", result: "EQUAL", operand: claimValue(node) },
+        { key: this.blockKey(block), target: "MOD", result: "EQUAL", operand: claim.modRevision },
         { key: r.key, rangeEnd: r.rangeEnd, target: "CREATE", result: "EQUAL", operand: 0 },
       ],
       success: [

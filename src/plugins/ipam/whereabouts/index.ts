@@ -4,9 +4,9 @@
  * keys (src/ipam-etcd/config.ts), so an existing whereabouts etcd config works; docs/cluster-ipam.md has the design.
  */
 import { EtcdClient } from "../../../etcd/client.ts";
-import { formatAddr } from "../../../ipam-common/ipmath.ts";
+import { formatAddr, hexAddr } from "../../../ipam-common/ipmath.ts";
 import { loadWhereaboutsConf, type WhereaboutsConf } from "../../../ipam-etcd/config.ts";
-import { etcdError, Pool } from "../../../ipam-etcd/pool.ts";
+import { claimValue, etcdError, Pool } from "../../../ipam-etcd/pool.ts";
 import type { CmdArgs, Plugin } from "../../../skel/types.ts";
 import { CniError, ErrCode } from "../../../spec/errors.ts";
 import { CNI_VERSIONS, type IPConfig, type Result } from "../../../spec/types.ts";
@@ -102,10 +102,9 @@ async function cmdGC(args: CmdArgs): Promise<void> {
         const slash = key.lastIndexOf("/");
         await pool.release(key.slice(0, slash), key.slice(slash + 1));
       }
-      const { blocks } = await pool.snapshot();
-      for (const [hex, node] of blocks) {
-        if (node === conf.node)
-          await pool.handBack({ family: pool.range.subnet.ip.family, value: BigInt(`0x${hex}`) }, node);
+      for (const [hex, claim] of await pool.claims()) {
+        if (claim.value === claimValue(conf.node))
+          await pool.handBack(hexAddr(hex, pool.range.subnet.ip.family), claim);
       }
     } catch (err) {
       throw etcdError(err, `GC of ${pool.range.id}`);
