@@ -11,8 +11,6 @@
  *   (default $NODENAME, then the host name), block_size / block_size_v6 (the blocks' prefix length;
  *   default /26 and /122).
  */
-import { readFileSync } from "node:fs";
-import { hostname } from "node:os";
 import type { EtcdOptions } from "../etcd/client.ts";
 import {
   type Addr,
@@ -39,6 +37,8 @@ import {
 } from "../spec/json.ts";
 import type { DNS, GCAttachment, Route } from "../spec/types.ts";
 import { validateNetworkName } from "../spec/validate.ts";
+// Our fs, not node:fs/node:os: importing those costs ~3.5 ms of every plugin start-up (docs/startup.md).
+import { readFile } from "../sys/fs.ts";
 
 /** whereabouts' config tolerates spaces around addresses and CIDRs. */
 function parseAddr(s: string): Addr | undefined {
@@ -76,13 +76,18 @@ export interface WhereaboutsConf {
   validAttachments?: GCAttachment[];
 }
 
+/** gethostname(2): the UTS namespace's node name, as node:os would give it. */
+function hostname(): string {
+  return readFile("/proc/sys/kernel/hostname", "utf8").trim();
+}
+
 function invalid(msg: string): CniError {
   return new CniError(ErrCode.InvalidNetworkConfig, `whereabouts: ${msg}`);
 }
 
 function readPem(path: string, key: string): string {
   try {
-    return readFileSync(path, "utf8");
+    return readFile(path, "utf8");
   } catch (err) {
     throw new CniError(ErrCode.IOFailure, `whereabouts: reading ${key} ${path}: ${(err as Error).message}`);
   }
@@ -235,6 +240,7 @@ export function loadWhereaboutsConf(stdin: Uint8Array | string, cniArgs: string)
 
   const prefix = (getString(ipam, "etcd_prefix", "ipam") ?? "/tscni/ipam").replace(/\/+$/, "");
   const node = getString(ipam, "node_name", "ipam") || process.env.NODENAME || hostname();
+
   if (!/^[A-Za-z0-9._-]+$/.test(node)) throw invalid(`invalid node name ${JSON.stringify(node)}`);
   const args = parseCniArgs(cniArgs);
   const out: WhereaboutsConf = {
