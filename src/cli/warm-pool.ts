@@ -15,7 +15,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { write } from "../sys/fs.ts";
 import { close } from "../sys/libc.ts";
 import { encodeReply } from "./warm.ts";
-import { takeFd } from "./warm-pidfd.ts";
+import { takeFd } from "./warm-sys.ts";
 
 export interface PoolOptions {
   /** The listening socket, bound and listening already. */
@@ -55,7 +55,7 @@ export function runPool(o: PoolOptions): Promise<never> {
   const start = (): void => {
     const [cmd, ...args] = o.workerArgv;
     const proc = spawn(cmd ?? "", args, {
-      env: { ...process.env, TSCNI_WARM_WORKER_FD: "3" },
+      env: { ...process.env, TSCNI_WARM_WORKER_FD: "3", TSCNI_WARM_SUPERVISOR: String(process.pid) },
       stdio: ["ignore", "pipe", "inherit", o.listenFd],
       // its own process group, so the watchdog's kill reaches the delegates it exec'd
       detached: true,

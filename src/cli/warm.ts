@@ -43,6 +43,7 @@ import { THREAD_NETNS_PATH } from "../sys/netns.ts";
 import { loadPlugin } from "./registry.ts";
 import { isBunRuntime, UsageError } from "./shared.ts";
 import { runPool } from "./warm-pool.ts";
+import { dieWithParent } from "./warm-sys.ts";
 
 const MAGIC = "TSCNIW1\0";
 const READ_TIMEOUT_MS = 10_000;
@@ -208,11 +209,11 @@ export function parseServeArgs(args: string[], defaults: { socket: string; launc
 }
 
 /** The listening socket: systemd's (socket activation, tscni-warm.socket) or one bound here. */
-function listenSocket(path: string): number {
+function listenSocket(path: string): { fd: number; from: string } {
   if (process.env.LISTEN_FDS === "1" && process.env.LISTEN_PID === String(process.pid)) {
     delete process.env.LISTEN_FDS;
     delete process.env.LISTEN_PID;
-    return 3;
+    return { fd: 3, from: "systemd's socket" };
   }
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   rmSync(path, { force: true });
@@ -220,7 +221,7 @@ function listenSocket(path: string): number {
   bind(fd, sockaddrUn(path));
   chmodSync(path, 0o600);
   listen(fd, 1024);
-  return fd;
+  return { fd, from: path };
 }
 
 /** Serves calls until the process is killed: the pool's supervisor, or (re-exec'd by it) one worker. */
@@ -229,13 +230,15 @@ export async function serveWarm(o: ServeOptions): Promise<never> {
   const log = o.log ?? ((l: string) => write(2, `${l}\n`));
   const workerFd = process.env.TSCNI_WARM_WORKER_FD;
   if (workerFd) {
+    if (!dieWithParent(Number(process.env.TSCNI_WARM_SUPERVISOR))) process.exit(0);
     delete process.env.TSCNI_WARM_WORKER_FD;
+    delete process.env.TSCNI_WARM_SUPERVISOR;
     return serveCalls(Number(workerFd), o, log);
   }
-  const fd = listenSocket(o.socket);
+  const { fd, from } = listenSocket(o.socket);
   const workers = Math.floor(o.workers ?? availableParallelism());
   const callTimeoutMs = o.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
-  log(`tscni warm: serving on ${o.socket} (${workers} workers, call timeout ${callTimeoutMs / 1000} s)`);
+  log(`tscni warm: serving on ${from} (${workers} workers, call timeout ${callTimeoutMs / 1000} s)`);
   const self = isBunRuntime(process.execPath) ? process.argv.slice(1) : process.argv.slice(2);
   return runPool({ listenFd: fd, workers, callTimeoutMs, workerArgv: [process.execPath, ...self], log });
 }

@@ -79,6 +79,14 @@ function pool(): { supervisor?: number; workers: number[] } {
   return { supervisor: sup, workers: all.filter((p) => p.ppid === sup).map((p) => p.pid) };
 }
 
+function cmdlineHas(pid: string, s: string): boolean {
+  try {
+    return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(s);
+  } catch {
+    return false;
+  }
+}
+
 /** Polls (bounded) until `ok`; the test then asserts the state itself, never the time it took. */
 async function until(ok: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !ok(); i++) await Bun.sleep(50);
@@ -447,10 +455,59 @@ describe("tscni warm: the pool", () => {
     expect(log).toContain("ADD bridge after1 eth0 → 0");
   });
 
+  test.skipIf(!existsSync("/usr/bin/systemd-socket-activate"))(
+    "socket activation (tscni-warm.socket): the supervisor takes systemd's socket and its workers serve it",
+    async () => {
+      const sock2 = join(sockDir, "activated.sock");
+      let out = "";
+      const sa = spawn(
+        "systemd-socket-activate",
+        ["-l", sock2, tscni, "warm", "serve", "--socket", sock2, "--workers", "1", "--log-calls"],
+        { stdio: ["ignore", "ignore", "pipe"] },
+      );
+      sa.stderr.on("data", (d: Buffer) => {
+        out += d.toString();
+      });
+      try {
+        await until(() => out.includes(`Listening on ${sock2}`));
+        const a = makeNetns("wps");
+        // the first call starts the pool (it waits in the socket's backlog meanwhile)
+        const r = call(
+          a,
+          "warm",
+          { CNI_COMMAND: "VERSION", TSCNI_WARM_SOCK: sock2 },
+          '{"cniVersion":"1.0.0"}',
+        );
+        expect(r.code).toBe(0);
+        expect(JSON.parse(r.stdout).supportedVersions).toContain("1.1.0");
+        await until(() => out.includes("VERSION bridge ctr1 eth0 → 0"));
+        expect(out).toContain("tscni warm: serving on systemd's socket (1 workers");
+        expect(out).toContain("tscni warm: VERSION bridge ctr1 eth0 → 0");
+      } finally {
+        sa.kill("SIGTERM"); // it exec'd the supervisor: this pid is the pool's
+        await new Promise((resolve) => (sa.exitCode !== null ? resolve(0) : sa.once("exit", resolve)));
+      }
+      await until(() => !readdirSync("/proc").some((d) => cmdlineHas(d, sock2)));
+      expect(readdirSync("/proc").some((d) => cmdlineHas(d, sock2))).toBe(false);
+    },
+    30_000,
+  );
+
   test("SIGTERM to the supervisor stops every worker: no process of the pool is left", async () => {
     expect(pool().workers.length).toBe(WORKERS);
     await stopHelper();
     expect(pool()).toEqual({ supervisor: undefined, workers: [] });
+    await startHelper(); // for afterAll's own stop
+  });
+
+  test("a supervisor killed with SIGKILL takes its workers with it (PR_SET_PDEATHSIG)", async () => {
+    await until(() => pool().workers.length === WORKERS);
+    const { supervisor, workers } = pool();
+    expect(workers.length).toBe(WORKERS);
+    process.kill(supervisor ?? 0, "SIGKILL");
+    await until(() => workers.every((w) => !existsSync(`/proc/${w}`)));
+    expect(workers.filter((w) => existsSync(`/proc/${w}`))).toEqual([]);
+    helper = undefined;
     await startHelper(); // for afterAll's own stop
   });
 });
