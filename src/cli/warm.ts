@@ -236,7 +236,7 @@ export async function serveWarm(o: ServeOptions): Promise<never> {
     return serveCalls(Number(workerFd), o, log);
   }
   const { fd, from } = listenSocket(o.socket);
-  const workers = Math.floor(o.workers ?? availableParallelism());
+  const workers = Math.max(1, Math.floor(o.workers ?? availableParallelism()));
   const callTimeoutMs = o.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
   log(`tscni warm: serving on ${from} (${workers} workers, call timeout ${callTimeoutMs / 1000} s)`);
   const self = isBunRuntime(process.execPath) ? process.argv.slice(1) : process.argv.slice(2);
