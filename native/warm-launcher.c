@@ -95,8 +95,8 @@ static int fallback(char **argv) {
 }
 
 /* A failure after the helper took the call: the runtime gets CNI error JSON, as from any plugin. */
-static int cniError(const char *what) {
-  printf("{\n    \"cniVersion\": \"1.0.0\",\n    \"code\": 999,\n    \"msg\": \"tscni warm helper: %s\"\n}\n", what);
+static int cniError(int code, const char *what) {
+  printf("{\n    \"cniVersion\": \"1.0.0\",\n    \"code\": %d,\n    \"msg\": \"tscni warm helper: %s\"\n}\n", code, what);
   return 1;
 }
 
@@ -153,9 +153,12 @@ int main(int argc, char **argv) {
   uint8_t status;
   uint32_t code, n;
   if (readn(fd, &status, 1) < 0) {
-    return cniError(errno == EAGAIN ? "no reply within TSCNI_WARM_TIMEOUT" : "the helper died during the call");
+    /* 11, try again later: the pool replaces a worker that died; a call that ran past the pool's
+       watchdog is answered by the supervisor itself (code 11 too), so it does not end here */
+    if (errno == EAGAIN) return cniError(999, "no reply within TSCNI_WARM_TIMEOUT");
+    return cniError(11, "the helper died during the call");
   }
-  if (readn(fd, &code, 4) < 0) return cniError("a truncated reply");
+  if (readn(fd, &code, 4) < 0) return cniError(999, "a truncated reply");
   if (status == 1) {
     close(fd);
     stdinBytes = buf + inStart + 4;
@@ -163,9 +166,9 @@ int main(int argc, char **argv) {
     return fallback(argv);
   }
   for (int out = 1; out <= 2; out++) {
-    if (readn(fd, &n, 4) < 0) return cniError("a truncated reply");
+    if (readn(fd, &n, 4) < 0) return cniError(999, "a truncated reply");
     char *p = malloc(n ? n : 1);
-    if (!p || readn(fd, p, n) < 0) return cniError("a truncated reply");
+    if (!p || readn(fd, p, n) < 0) return cniError(999, "a truncated reply");
     if (writen(out, p, n) < 0) return 70;
     free(p);
   }

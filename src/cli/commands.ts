@@ -46,6 +46,7 @@ const USAGE = `usage: tscni <command> [args]
            [--etcd-username U --etcd-password P] [--iface IF] [--public-ip IP] [--subnet-file F]
            [--ip-masq] [--ttl SECONDS] …    the node daemon (flanneld's flags; node-net --help)
   warm serve [--socket PATH] [--log-calls]  the warm path's resident helper (default /run/tscni/warm.sock)
+             [--workers N] [--call-timeout S] a pool of N workers (default: CPUs); a call over S s (60) is killed
   demo [--keep]                             a netns on a built-in default network, pinged, torn down
   <plugin>                                  run as that plugin (as if started through its link)
 
@@ -261,13 +262,8 @@ export async function runCli(argv: string[]): Promise<number> {
       }
       case "warm": {
         if (rest[0] !== "serve") throw new UsageError(`tscni warm: unknown subcommand "${rest[0] ?? ""}"`);
-        const at = rest.indexOf("--socket");
-        const { serveWarm } = await import("./warm.ts");
-        return serveWarm({
-          socket: at > 0 ? (rest[at + 1] ?? "") : DEFAULT_WARM_SOCKET,
-          launcher: launcherPath(),
-          logCalls: rest.includes("--log-calls"),
-        });
+        const { parseServeArgs, serveWarm } = await import("./warm.ts");
+        return serveWarm(parseServeArgs(rest, { socket: DEFAULT_WARM_SOCKET, launcher: launcherPath() }));
       }
       case "demo": {
         const { runDemo } = await import("./demo.ts");

@@ -5,8 +5,10 @@
  * caller's environment and stdin, and returns stdout, stderr and the exit code — the bytes the exec'd
  * plugin would have printed. With no helper the launcher execs tscni itself.
  *
- * One call at a time: a call enters the caller's netns on this thread and awaits inside it, so calls
- * must not interleave. Accept blocks the thread between calls, which is all the helper does.
+ * A pool (src/cli/warm-pool.ts): the process started as `tscni warm serve` binds the socket and supervises
+ * N workers that share it. Each worker serves one call at a time: a call enters the caller's netns on
+ * the worker's thread and awaits inside it, so calls must not interleave within one worker. Accept blocks
+ * the worker's thread between calls, which is all a worker does.
  *
  * Who may call: the peer's credentials come from the kernel (SO_PEERCRED), not from the request; only
  * uid 0 is served, the socket is 0600 in a 0700 directory. A caller with another root directory (its
@@ -17,6 +19,7 @@
  * (0 ran, 1 fall back to exec), u32 exit code, u32 stdout length, stdout, u32 stderr length, stderr.
  */
 import { chmodSync, existsSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { dirname } from "node:path";
 import { setInProcessResolver } from "../skel/inprocess.ts";
 import { pluginMain } from "../skel/skel.ts";
@@ -38,6 +41,9 @@ import {
 } from "../sys/libc.ts";
 import { THREAD_NETNS_PATH } from "../sys/netns.ts";
 import { loadPlugin } from "./registry.ts";
+import { isBunRuntime, UsageError } from "./shared.ts";
+import { runPool } from "./warm-pool.ts";
+import { dieWithParent } from "./warm-sys.ts";
 
 const MAGIC = "TSCNIW1\0";
 const READ_TIMEOUT_MS = 10_000;
@@ -171,25 +177,95 @@ export interface ServeOptions {
   log?: (line: string) => void;
   /** One log line per call (verb, plugin, container, exit code, time). */
   logCalls?: boolean;
+  /** Worker processes sharing the socket (default: the number of CPUs). */
+  workers?: number;
+  /** A call running longer than this has its worker killed and gets CNI error 11 (default 60 s). */
+  callTimeoutMs?: number;
 }
 
-/** Serves calls until the process is killed. */
+export const DEFAULT_CALL_TIMEOUT_MS = 60_000;
+
+/** `--workers N`, `--call-timeout SECONDS`, `--socket PATH`, `--log-calls` after `warm serve`. */
+export function parseServeArgs(args: string[], defaults: { socket: string; launcher: string }): ServeOptions {
+  const value = (flag: string): string | undefined => {
+    const at = args.indexOf(flag);
+    return at >= 0 ? args[at + 1] : undefined;
+  };
+  const positive = (flag: string): number | undefined => {
+    const v = value(flag);
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!(n > 0)) throw new UsageError(`tscni warm serve: ${flag} needs a positive number, not "${v}"`);
+    return n;
+  };
+  const timeout = positive("--call-timeout");
+  return {
+    socket: value("--socket") ?? defaults.socket,
+    launcher: defaults.launcher,
+    logCalls: args.includes("--log-calls"),
+    workers: positive("--workers"),
+    callTimeoutMs: timeout === undefined ? undefined : timeout * 1000,
+  };
+}
+
+/** The listening socket: systemd's (socket activation, tscni-warm.socket) or one bound here. */
+function listenSocket(path: string): { fd: number; from: string } {
+  if (process.env.LISTEN_FDS === "1" && process.env.LISTEN_PID === String(process.pid)) {
+    delete process.env.LISTEN_FDS;
+    delete process.env.LISTEN_PID;
+    return { fd: 3, from: "systemd's socket" };
+  }
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  rmSync(path, { force: true });
+  const fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  bind(fd, sockaddrUn(path));
+  chmodSync(path, 0o600);
+  listen(fd, 1024);
+  return { fd, from: path };
+}
+
+/** Serves calls until the process is killed: the pool's supervisor, or (re-exec'd by it) one worker. */
 export async function serveWarm(o: ServeOptions): Promise<never> {
   // write(2) at once: between calls the thread blocks in accept and process.stderr would never flush
   const log = o.log ?? ((l: string) => write(2, `${l}\n`));
+  const workerFd = process.env.TSCNI_WARM_WORKER_FD;
+  if (workerFd) {
+    if (!dieWithParent(Number(process.env.TSCNI_WARM_SUPERVISOR))) process.exit(0);
+    delete process.env.TSCNI_WARM_WORKER_FD;
+    delete process.env.TSCNI_WARM_SUPERVISOR;
+    return serveCalls(Number(workerFd), o, log);
+  }
+  const { fd, from } = listenSocket(o.socket);
+  const workers = Math.max(1, Math.floor(o.workers ?? availableParallelism()));
+  const callTimeoutMs = o.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  log(`tscni warm: serving on ${from} (${workers} workers, call timeout ${callTimeoutMs / 1000} s)`);
+  const self = isBunRuntime(process.execPath) ? process.argv.slice(1) : process.argv.slice(2);
+  return runPool({ listenFd: fd, workers, callTimeoutMs, workerArgv: [process.execPath, ...self], log });
+}
+
+/** What the supervisor is told (stdout is a pipe to it): a call's start, for its watchdog, and its end. */
+function tellPool(line: string): void {
+  write(1, `${line}\n`);
+}
+
+function cniVersionOf(stdin: Uint8Array): string {
+  try {
+    const v = JSON.parse(dec.decode(stdin)).cniVersion;
+    return typeof v === "string" && /^[\w.]+$/.test(v) ? v : "1.0.0";
+  } catch {
+    return "1.0.0";
+  }
+}
+
+/** One worker: accepts on the shared socket and serves one call at a time. */
+async function serveCalls(fd: number, o: ServeOptions, log: (line: string) => void): Promise<never> {
   setInProcessResolver(loadPlugin, o.launcher);
   // A plugin exec'd from a call (a delegate outside this executable's links) inherits this: its
   // launcher must exec, never queue behind the call that is waiting for it.
   process.env.TSCNI_WARM_SOCK = "";
-  mkdirSync(dirname(o.socket), { recursive: true, mode: 0o700 });
-  rmSync(o.socket, { force: true });
-  const fd = socket(AF_UNIX, SOCK_STREAM, 0);
-  bind(fd, sockaddrUn(o.socket));
-  chmodSync(o.socket, 0o600);
-  listen(fd, 1024);
-  log(`tscni warm: serving on ${o.socket}`);
   for (;;) {
     const conn = accept(fd);
+    let told = false;
     try {
       const peer = peerCredentials(conn);
       // read the whole call first, whatever the answer: closing on unread data would reset the launcher
@@ -209,10 +285,16 @@ export async function serveWarm(o: ServeOptions): Promise<never> {
         log(`tscni warm: caller ${peer.pid} gone before its ${req.env.CNI_COMMAND ?? ""} ran; skipped`);
         continue;
       } else {
+        const e = req.env;
+        const what = `${e.CNI_COMMAND ?? "-"} ${req.name} ${e.CNI_CONTAINERID ?? "-"}`.replace(
+          /[\n\r]/g,
+          " ",
+        );
+        tellPool(`B ${conn} ${peer.pid} ${cniVersionOf(req.stdin)} ${what}`);
+        told = true;
         const t0 = performance.now();
         reply = await runCall(req, peer.pid);
         if (o.logCalls) {
-          const e = req.env;
           log(
             `tscni warm: ${e.CNI_COMMAND ?? "-"} ${req.name} ${e.CNI_CONTAINERID ?? "-"} ${e.CNI_IFNAME ?? "-"} → ` +
               `${reply.fallback ? "exec" : reply.code} (${(performance.now() - t0).toFixed(1)} ms)`,
@@ -223,6 +305,8 @@ export async function serveWarm(o: ServeOptions): Promise<never> {
     } catch (err) {
       log(`tscni warm: ${err instanceof Error ? err.message : err}`);
     } finally {
+      // before close: once closed, the fd number may name the next call's connection
+      if (told) tellPool("E");
       close(conn);
     }
   }
