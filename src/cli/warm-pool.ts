@@ -14,8 +14,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { write } from "../sys/fs.ts";
 import { close } from "../sys/libc.ts";
+import { takeFd } from "../sys/pidfd.ts";
 import { encodeReply } from "./warm.ts";
-import { takeFd } from "./warm-sys.ts";
 
 export interface PoolOptions {
   /** The listening socket, bound and listening already. */

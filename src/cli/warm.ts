@@ -40,10 +40,10 @@ import {
   socket,
 } from "../sys/libc.ts";
 import { THREAD_NETNS_PATH } from "../sys/netns.ts";
+import { dieWithParent } from "../sys/pidfd.ts";
 import { loadPlugin } from "./registry.ts";
 import { isBunRuntime, UsageError } from "./shared.ts";
 import { runPool } from "./warm-pool.ts";
-import { dieWithParent } from "./warm-sys.ts";
 
 const MAGIC = "TSCNIW1\0";
 const READ_TIMEOUT_MS = 10_000;

@@ -1,5 +1,5 @@
 /**
- * Thin bun:ffi bindings to libc. The only module in tscni that touches bun:ffi: every wrapper checks the
+ * Thin bun:ffi bindings to libc. bun:ffi stays inside src/sys (this file, fs.ts, packet.ts, pidfd.ts): every wrapper checks the
  * return value, reads errno right away and throws a SysError naming the operation.
  */
 import { dlopen, FFIType, type Pointer, read } from "bun:ffi";

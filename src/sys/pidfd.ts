@@ -1,6 +1,6 @@
 /**
- * The warm pool's own system calls (src/cli/warm-pool.ts), kept here rather than in src/sys/libc.ts
- * because the warm path is their only user: pidfd_open(2) + pidfd_getfd(2), with which the watchdog takes
+ * Process-handle system calls of the warm pool (src/cli/warm-pool.ts), beside libc.ts in src/sys where
+ * every bun:ffi binding lives: pidfd_open(2) + pidfd_getfd(2), with which the watchdog takes
  * a copy of a hung worker's connection before killing it, so it can still answer the launcher (Linux ≥
  * 5.6, glibc ≥ 2.36); prctl(PR_SET_PDEATHSIG), so a worker does not outlive its supervisor.
  */
