@@ -4,6 +4,16 @@
  * for the flannel CNI plugin (subnet-env.ts), make flannel.<VNI> and keep its routes, neighbours and
  * fdb entries equal to the other nodes' live leases (vxlan.ts), renewing the lease as it goes.
  *
+ * Dual stack (the network config's "EnableIPv6"), as flanneld: a second device flannel-v6.<VNI> (same
+ * VNI and port, local = this node's public IPv6 address) holds <IPv6 subnet network>/128, the lease
+ * names both subnets, peers get the same three entries on flannel-v6 towards their PublicIPv6, and
+ * subnet.env adds FLANNEL_IPV6_NETWORK/FLANNEL_IPV6_SUBNET.
+ *
+ * MTU, as flanneld: FLANNEL_MTU is underlay − 50 (main.go writes bn.MTU() = cfg.MTU − encapOverhead,
+ * one figure for both families); flannel.<VNI> is underlay − 50 and flannel-v6.<VNI> underlay − 70
+ * (VXLAN over IPv6 carries a 40-byte IP header, not 20; flanneld asks for − 50 and the kernel clamps).
+ * A pod's IPv6 packet above underlay − 70 so gets a Packet Too Big from its node (PMTU discovery).
+ *
  * etcd going away tears nothing down: a failed round is logged and the next one retries; the overlay
  * keeps forwarding with what it last knew. Peers are re-read every `pollMs` (flanneld watches; a poll
  * reconciles the same way and needs no stream through the JSON gateway).
@@ -22,10 +32,10 @@ import {
   renewLease,
 } from "./lease.ts";
 import { writeSubnetEnv } from "./subnet-env.ts";
-import { ensureVtep, type Peer, setVtepSubnet, syncPeers } from "./vxlan.ts";
+import { ensureVtep, type Peer, setVtepSubnet, syncPeers, VXLAN_OVERHEAD } from "./vxlan.ts";
 
 export const DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env";
-const VXLAN_OVERHEAD = 50;
+const IFA_F_DEPRECATED = 0x20;
 
 export interface NodeNetOptions {
   endpoints: string[];
@@ -84,19 +94,45 @@ export async function runNodeNet(o: NodeNetOptions): Promise<void> {
     const cfg = await readNetworkConfig(etcd, prefix);
     if (cfg.backend.type !== "vxlan")
       throw new Error(`node-net: backend ${cfg.backend.type} is not supported (vxlan only)`);
-    const dev = ensureVtep(sock, { vni: cfg.backend.vni, port: cfg.backend.port, publicIP, underlay });
-    let held: HeldLease = await acquireLease(etcd, cfg, {
-      publicIP,
-      vtepMAC: dev.mac,
-      ttlSeconds: ttl,
-      prefix,
-    });
+    // flanneld's GetInterfaceIP6Addrs: a global, non-deprecated address (link-local ones can't be a
+    // VXLAN source a peer routes to)
+    const publicIPv6 = cfg.ipv6
+      ? (o.publicIPv6 ??
+        addrList(sock, { index: underlay.index, version: 6 }).find(
+          (a) => a.scope === 0 && !(a.flags & IFA_F_DEPRECATED),
+        )?.ip)
+      : undefined;
+    if (cfg.ipv6 && !publicIPv6)
+      throw new Error(
+        `node-net: the network config has EnableIPv6 but ${underlay.name} has no global IPv6 address (--public-ipv6)`,
+      );
+    const vtep = { vni: cfg.backend.vni, port: cfg.backend.port, underlay };
+    const dev = ensureVtep(sock, { ...vtep, publicIP });
+    const dev6 = publicIPv6 ? ensureVtep(sock, { ...vtep, publicIP: publicIPv6 }) : undefined;
+    const acquire = () =>
+      acquireLease(etcd, cfg, {
+        publicIP,
+        vtepMAC: dev.mac,
+        ...(dev6 && { publicIPv6, vtepMACv6: dev6.mac }),
+        ttlSeconds: ttl,
+        prefix,
+      });
+    let held: HeldLease = await acquire();
     const take = async (h: HeldLease) => {
       setVtepSubnet(sock, dev, h.lease.subnet);
+      const v6 =
+        cfg.ipv6 && h.lease.ipv6Subnet
+          ? { network: cfg.ipv6.network, subnet: h.lease.ipv6Subnet }
+          : undefined;
+      if (dev6) {
+        if (!v6) throw new Error(`node-net: lease ${h.key} has no IPv6 subnet though the config has IPv6`);
+        setVtepSubnet(sock, dev6, v6.subnet);
+      }
       if (o.ipMasq) {
         await setupMasq({
           backend: o.ipMasqBackend,
           v4: { network: cfg.network, subnet: h.lease.subnet },
+          ...(v6 && { v6 }),
           fullyRandomDisable: o.ipMasqFullyRandomDisable,
         });
         masqUp = true;
@@ -104,10 +140,13 @@ export async function runNodeNet(o: NodeNetOptions): Promise<void> {
       writeSubnetEnv(o.subnetFile ?? DEFAULT_SUBNET_FILE, {
         network: cfg.network,
         subnet: h.lease.subnet,
-        mtu: underlay.mtu - VXLAN_OVERHEAD,
+        ...(v6 && { ipv6Network: v6.network, ipv6Subnet: v6.subnet }),
+        mtu: underlay.mtu - VXLAN_OVERHEAD[4],
         ipMasq: o.ipMasq ?? false,
       });
       log(`node-net: ${publicIP} holds ${h.lease.subnet} of ${cfg.network} (${dev.name} ${dev.mac})`);
+      if (dev6 && v6)
+        log(`node-net: ${publicIPv6} holds ${v6.subnet} of ${v6.network} (${dev6.name} ${dev6.mac})`);
     };
     await take(held);
 
@@ -119,16 +158,29 @@ export async function runNodeNet(o: NodeNetOptions): Promise<void> {
           if (renewed) held = renewed;
           else {
             log(`node-net: lease of ${held.lease.subnet} lost; taking one again`);
-            held = await acquireLease(etcd, cfg, { publicIP, vtepMAC: dev.mac, ttlSeconds: ttl, prefix });
+            held = await acquire();
             await take(held);
           }
           lastRenew = Date.now();
         }
-        const peers: Peer[] = (await listLeases(etcd, prefix))
-          .filter((l) => l.publicIP !== publicIP && l.backendType === "vxlan" && l.vtepMAC)
-          .map((l) => ({ subnet: l.subnet, publicIP: l.publicIP, vtepMAC: l.vtepMAC ?? "" }));
+        const others = (await listLeases(etcd, prefix)).filter(
+          (l) => l.publicIP !== publicIP && l.backendType === "vxlan",
+        );
+        const peers: Peer[] = others.flatMap((l) =>
+          l.vtepMAC ? [{ subnet: l.subnet, publicIP: l.publicIP, vtepMAC: l.vtepMAC }] : [],
+        );
         const r = syncPeers(sock, dev, peers);
         if (r.removed) log(`node-net: ${r.removed} peer route(s) removed; ${peers.length} peer(s)`);
+        if (dev6) {
+          // a peer without an IPv6 half (flanneld without IPv6 on that node) is left out of flannel-v6
+          const peers6: Peer[] = others.flatMap((l) =>
+            l.ipv6Subnet && l.publicIPv6 && l.vtepMACv6
+              ? [{ subnet: l.ipv6Subnet, publicIP: l.publicIPv6, vtepMAC: l.vtepMACv6 }]
+              : [],
+          );
+          const r6 = syncPeers(sock, dev6, peers6, 6);
+          if (r6.removed) log(`node-net: ${r6.removed} IPv6 peer route(s) removed; ${peers6.length} peer(s)`);
+        }
       } catch (err) {
         // etcd unreachable, no quorum…: keep the overlay as it is and try again
         log(`node-net: ${err instanceof Error ? err.message : err}; keeping the overlay, retrying`);

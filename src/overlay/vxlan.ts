@@ -3,7 +3,7 @@
  * node run by flanneld and one run by us reach each other:
  *
  *   flannel.<VNI>   vxlan id VNI, local = this node's public IP, dev = the underlay link, nolearning,
- *                   MTU = underlay − 50, address <subnet network>/32 (10.244.1.0/32)
+ *                   MTU = underlay − 50 (flannel-v6: − 70), address <subnet network>/32 (10.244.1.0/32)
  *   per peer node   route   <its subnet> via <its subnet network> dev flannel.<VNI> onlink
  *                   neigh   <its subnet network> lladdr <its VTEP MAC> PERMANENT
  *                   fdb     <its VTEP MAC> dst <its public IP> self permanent
@@ -24,7 +24,13 @@ import type { NetlinkSocket } from "../netlink/socket.ts";
 
 /** flannel's default VXLAN UDP port (the kernel's default too; IANA's is 4789). */
 export const FLANNEL_VXLAN_PORT = 8472;
-const VXLAN_OVERHEAD = 50;
+/**
+ * What VXLAN adds to a packet: outer Ethernet 14 + IP + UDP 8 + VXLAN 8, so 50 over IPv4 (20) and 70
+ * over IPv6 (40), the kernel's VXLAN_HEADROOM and VXLAN6_HEADROOM. flanneld asks for underlay − 50 on
+ * both devices (device.go: `MTU: devAttrs.MTU - 50`); the kernel clamps flannel-v6's to underlay − 70,
+ * so asking for that directly gives the same device.
+ */
+export const VXLAN_OVERHEAD = { 4: 50, 6: 70 } as const;
 
 export interface VtepOptions {
   vni: number;
@@ -61,7 +67,8 @@ function networkOf(subnet: string): string {
 
 /** Makes (or finds) flannel.<VNI> (flannel-v6.<VNI> for an IPv6 publicIP) with this node's address, up. */
 export function ensureVtep(sock: NetlinkSocket, o: VtepOptions): Link {
-  const name = vtepName(o.vni, familyOf(o.publicIP));
+  const family = familyOf(o.publicIP);
+  const name = vtepName(o.vni, family);
   let dev = linkByName(sock, name);
   if (!dev) {
     linkAdd(sock, {
@@ -72,7 +79,7 @@ export function ensureVtep(sock: NetlinkSocket, o: VtepOptions): Link {
       local: o.publicIP,
       parentIndex: o.underlay.index,
       learning: false,
-      mtu: o.underlay.mtu - VXLAN_OVERHEAD,
+      mtu: o.underlay.mtu - VXLAN_OVERHEAD[family],
     });
     dev = linkByName(sock, name);
     if (!dev) throw new Error(`creating ${name}: not found after creating it`);
