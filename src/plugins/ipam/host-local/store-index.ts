@@ -33,6 +33,7 @@ import {
   openFile,
   pwrite,
   readAll,
+  readdir,
   type Stat,
   setMtime,
   stat,
@@ -89,13 +90,13 @@ function isHeader(v: unknown): v is Header {
   );
 }
 
-/** Reads an index file; undefined when missing or unreadable. */
-function readJSON(path: string): { value: unknown; writtenAt: bigint } | undefined {
+/** Reads an index file; "missing" when it does not exist, undefined when unreadable. */
+function readJSON(path: string): { value: unknown; writtenAt: bigint } | "missing" | undefined {
   let fd: number;
   try {
     fd = openFile(path, O_RDONLY);
   } catch (err) {
-    if (errCode(err) === "ENOENT") return undefined;
+    if (errCode(err) === "ENOENT") return "missing";
     throw ioError("opening", path, err);
   }
   try {
@@ -173,9 +174,19 @@ export class ReservationIndex {
       if (content === undefined) continue;
       fresh[bucketOf(splitContent(content).containerID)]!.set(name, content);
     }
+    // Written: the buckets with entries and those on disk (stale content). An empty bucket with no file
+    // stays without one (a missing bucket under a fresh header is empty), so a fresh store's first ADD
+    // writes two files, not BUCKETS + 1.
+    let names: string[];
+    try {
+      names = readdir(this.dir);
+    } catch (err) {
+      throw ioError("listing", this.dir, err);
+    }
+    const onDisk = new Set(names.filter((n) => n.startsWith(`${INDEX_FILE}.`)));
     for (let k = 0; k < BUCKETS; k++) {
       this.buckets[k] = fresh[k];
-      this.dirtyBuckets.add(k);
+      if (fresh[k]!.size > 0 || onDisk.has(bucketFile(k))) this.dirtyBuckets.add(k);
     }
     this.headerDirty = true;
     this.opened = true;
@@ -272,7 +283,9 @@ export class ReservationIndex {
     this.open();
     if (this.buckets[k]) return;
     const read = readJSON(joinPath(this.dir, bucketFile(k)));
-    const parsed = read && parseBucket(read.value);
+    // The header is trusted here (open): a bucket file created since would have changed the
+    // directory's mtime, so a missing one was never written — an empty bucket.
+    const parsed = read === "missing" ? new Map<string, string>() : read && parseBucket(read.value);
     if (parsed) this.buckets[k] = parsed;
     else this.rebuild();
   }
@@ -282,7 +295,7 @@ export class ReservationIndex {
     if (this.opened) return;
     this.opened = true;
     const read = readJSON(joinPath(this.dir, INDEX_FILE));
-    if (!read || !isHeader(read.value)) {
+    if (!read || read === "missing" || !isHeader(read.value)) {
       this.rebuild();
       return;
     }

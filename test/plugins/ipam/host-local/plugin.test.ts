@@ -251,6 +251,29 @@ describe("host-local plugin", () => {
     expect((await rejection(() => plugin.check!(cmdArgs(stdin, "a")))).code).toBe(3);
   });
 
+  test("a fresh store's first ADD writes the header and its own bucket only; missing buckets read as empty", async () => {
+    const stdin = conf(tmp.dir, v4());
+    await add(stdin, "a");
+    const indexFiles = () =>
+      readdirSync(netDir)
+        .filter((f) => f.startsWith(INDEX_FILE))
+        .sort();
+    expect(indexFiles()).toEqual([INDEX_FILE, `${INDEX_FILE}.${bucketOf("a")}`].sort());
+    // Another container (another bucket, no file yet) is answered from the index, then gets its file.
+    const other = ["b", "c", "d", "e"].find((id) => bucketOf(id) !== bucketOf("a")) as string;
+    expect((await rejection(() => plugin.check!(cmdArgs(stdin, other)))).code).toBe(3);
+    await add(stdin, other);
+    expect(indexFiles()).toContain(`${INDEX_FILE}.${bucketOf(other)}`);
+    expect(indexFiles()).toHaveLength(3);
+    await plugin.check!(cmdArgs(stdin, "a"));
+    await plugin.check!(cmdArgs(stdin, other));
+    // A rebuild after a foreign change rewrites the bucket files that exist, emptied ones included.
+    unlinkSync(join(netDir, "10.10.0.2"));
+    await plugin.del(cmdArgs(stdin, other));
+    expect(JSON.parse(readFileSync(join(netDir, `${INDEX_FILE}.${bucketOf("a")}`), "utf8"))).toEqual([]);
+    expect(reservations()).toEqual({});
+  });
+
   test("an unreadable index bucket is rebuilt", async () => {
     const stdin = conf(tmp.dir, v4());
     await add(stdin, "a");
