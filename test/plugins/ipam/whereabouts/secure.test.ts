@@ -382,4 +382,47 @@ describe.skipIf(!!why)("whereabouts with each node in its own netns, reaching et
     expect(dels.filter((d) => d.code !== 0).map((d) => d.stdout)).toEqual([]);
     expect([...(await etcdKeys(c.exec, c.endpoints, [])).keys()]).toEqual([]);
   }, 90_000);
+
+  test("two members down: macvlan + whereabouts ADD from a node fails naming etcd with no link and no key; members back: the same ADD succeeds", async () => {
+    const node = nodes[0] as TempNetns;
+    const conf = {
+      cniVersion: "1.1.0",
+      name: "wquorum",
+      type: "macvlan",
+      master: "eth0",
+      ipam: {
+        type: "whereabouts",
+        range: "10.84.0.0/24",
+        node_name: "node-0",
+        etcd_host: c.endpoints.join(","),
+        etcd_timeout_ms: 1500,
+      },
+    };
+    const pod = makeNetns("wq");
+    const env = { CNI_CONTAINERID: "q1", CNI_NETNS: pod.path };
+    const cniPath = cniPathDir();
+    try {
+      c.members[1]?.kill();
+      c.members[2]?.kill();
+      const failed = await cni(node.name, [BUN, MACVLAN], { CNI_COMMAND: "ADD", ...env }, conf, cniPath);
+      expect(failed.code).toBe(1);
+      expect(failed.json.code).toBe(11);
+      expect(failed.json.msg).toMatch(/etcd/);
+      expect(linkNames(pod)).toEqual(["lo"]);
+      expect(linkNames(node)).toEqual(["eth0", "lo"]);
+
+      await Promise.all([c.members[1]?.start(), c.members[2]?.start()]);
+      await c.waitHealthy(3);
+      expect([...(await etcdKeys(c.exec, c.endpoints, [])).keys()]).toEqual([]);
+      const ok = await cni(node.name, [BUN, MACVLAN], { CNI_COMMAND: "ADD", ...env }, conf, cniPath);
+      expect(ok.stdout).toContain("10.84.0.");
+      expect(ok.code).toBe(0);
+      expect(linkNames(pod)).toEqual(["eth0", "lo"]);
+      const del = await cni(node.name, [BUN, MACVLAN], { CNI_COMMAND: "DEL", ...env }, conf, cniPath);
+      expect(del.code).toBe(0);
+      expect([...(await etcdKeys(c.exec, c.endpoints, [])).keys()]).toEqual([]);
+    } finally {
+      pod.cleanup();
+    }
+  }, 90_000);
 });
