@@ -107,6 +107,9 @@ export interface MemberStatus {
 
 /** What went wrong talking to etcd: `unavailable` when no endpoint could serve the request. */
 export class EtcdError extends Error {
+  /** The member's certificate failed verification: configuration, unless another member's passes. */
+  badCertificate = false;
+
   constructor(
     message: string,
     readonly unavailable: boolean,
@@ -264,7 +267,12 @@ export class EtcdClient {
       } as RequestInit);
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
-      throw new EtcdError(`${endpoint}: ${why}`, true);
+      // A certificate the CA does not vouch for (or expired, or for another name) is configuration,
+      // not a member that is down: "try again later" would have the runtime retry it forever.
+      const code = String((err as { code?: unknown }).code ?? "");
+      const e = new EtcdError(`${endpoint}: ${why}${code ? ` (${code})` : ""}`, true);
+      e.badCertificate = /CERT|SIGNATURE|ALTNAME/.test(code);
+      throw e;
     }
     const text = await res.text().catch(() => "");
     let json: Json;
@@ -296,6 +304,7 @@ export class EtcdClient {
   /** Sends to the preferred endpoint, then the others in turn, while the failure says "unavailable". */
   async call(path: string, body: Json): Promise<Json> {
     const errors: string[] = [];
+    let badCertificates = 0;
     const n = this.endpoints.length;
     for (let i = 0; i < n; i++) {
       const idx = (this.preferred + i) % n;
@@ -318,8 +327,12 @@ export class EtcdClient {
       } catch (err) {
         if (!(err instanceof EtcdError) || !err.unavailable) throw err;
         errors.push(err.message);
+        badCertificates += err.badCertificate ? 1 : 0;
       }
     }
+    // Every member's certificate refused: retrying later will not help (not "unavailable").
+    if (badCertificates === n)
+      throw new EtcdError(`no etcd member's certificate verifies (${errors.join("; ")})`, false);
     throw new EtcdError(`etcd unavailable (${errors.join("; ")})`, true);
   }
 
