@@ -98,7 +98,12 @@ export function decodeCachedInfo(bytes: Uint8Array): CachedAttachment | undefine
   return out;
 }
 
-/** Writes the entry atomically (temp file, fsync, rename): a crash never leaves half a file behind. */
+/**
+ * Writes the entry atomically (temp file, rename): a killed runtime never leaves half a file behind.
+ * No fsync (upstream writes in place with none): it cost 1–100 ms per ADD on a busy disk, and what a
+ * power loss can leave — an empty, old or missing entry — is what every reader already survives
+ * (CHECK reports it, GC skips it, DEL falls back to the config; test/fault/torn-cache.test.ts).
+ */
 export async function writeCachedAttachment(cacheDir: string, a: CachedAttachment): Promise<void> {
   const path = cacheFilePath(cacheDir, a);
   const dir = resultsDir(cacheDir);
@@ -109,7 +114,6 @@ export async function writeCachedAttachment(cacheDir: string, a: CachedAttachmen
     const fh = await open(tmp, "wx", 0o600);
     try {
       await fh.writeFile(data);
-      await fh.sync();
     } finally {
       await fh.close();
     }

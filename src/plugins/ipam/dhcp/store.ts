@@ -1,6 +1,6 @@
 /**
  * The daemon's lease store (beyond upstream, which keeps leases in memory only): one JSON file per
- * attachment in the state dir, written atomically (temp file, fsync, rename, like the libcni cache),
+ * attachment in the state dir, written atomically (temp file, fsync, rename),
  * so a daemon that was killed or restarted finds every lease again, renews it, and still RELEASEs it
  * on DEL.
  */
