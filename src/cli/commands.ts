@@ -16,6 +16,7 @@ import { formatResult, parseCniArgs } from "../spec/index.ts";
 import type { NetConfList } from "../spec/types.ts";
 import { builtinNetwork } from "./builtin.ts";
 import { cliExec } from "./exec.ts";
+import { print } from "./out.ts";
 import { installablePlugins } from "./registry.ts";
 import {
   cnitoolContainerID,
@@ -130,7 +131,7 @@ async function attach(verb: "add" | "check" | "del", argv: string[]): Promise<vo
   const rt = runtimeConf(rest[1]!, ifName);
   if (verb === "add") {
     const result = await cni.addNetworkList(list, rt);
-    process.stdout.write(`${formatResult(result, list.cniVersion)}\n`);
+    await print(`${formatResult(result, list.cniVersion)}\n`);
   } else if (verb === "check") {
     await cni.checkNetworkList(list, rt);
   } else {
@@ -156,7 +157,7 @@ async function validate(argv: string[]): Promise<void> {
     cacheDir: e.cacheDir,
     exec: cliExec(),
   }).validateNetworkList(list);
-  process.stdout.write(
+  await print(
     `network "${list.name}" (cniVersion ${list.cniVersion}): ${list.plugins.length} plugin(s) ok` +
       (caps.length ? `; capabilities: ${caps.join(", ")}` : "") +
       "\n",
@@ -182,17 +183,17 @@ async function ls(): Promise<void> {
     resultIPs(a.result),
     a.netns || "-",
   ]);
-  printTable(["NETWORK", "CONTAINER", "IFNAME", "IPS", "NETNS"], rows);
+  await printTable(["NETWORK", "CONTAINER", "IFNAME", "IPS", "NETNS"], rows);
 }
 
-export function printTable(head: string[], rows: string[][]): void {
+export async function printTable(head: string[], rows: string[][]): Promise<void> {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (r: string[]) =>
     r
       .map((c, i) => c.padEnd(widths[i]!))
       .join("  ")
       .trimEnd();
-  process.stdout.write(`${[line(head), ...rows.map(line)].join("\n")}\n`);
+  await print(`${[line(head), ...rows.map(line)].join("\n")}\n`);
 }
 
 /** The warm path's launcher: tscni-launcher beside this executable (`npm run build:launcher`). */
@@ -202,7 +203,7 @@ function launcherPath(): string {
   return exe;
 }
 
-function installCmd(argv: string[]): void {
+async function installCmd(argv: string[]): Promise<void> {
   const warm = argv[0] === "--warm";
   if (warm) argv = argv.slice(1);
   need(argv, 1, "tscni install needs <dir>");
@@ -213,7 +214,7 @@ function installCmd(argv: string[]): void {
   }
   const exe = warm ? launcherPath() : process.execPath;
   const changed = install(argv[0]!, exe);
-  process.stdout.write(
+  await print(
     `${installablePlugins().length} plugins in ${argv[0]} → ${realpathSync(exe)}` +
       (changed.length ? ` (linked: ${changed.join(" ")})` : " (already installed)") +
       "\n",
@@ -253,7 +254,7 @@ export async function runCli(argv: string[]): Promise<number> {
       case "--version":
         return printVersion();
       case "install":
-        installCmd(rest);
+        await installCmd(rest);
         return 0;
       case "node-net": {
         const { nodeNetCmd } = await import("./node-net.ts");
@@ -273,7 +274,7 @@ export async function runCli(argv: string[]): Promise<number> {
       case "help":
       case "-h":
       case "--help":
-        process.stdout.write(`${USAGE}\n`);
+        await print(`${USAGE}\n`);
         return cmd === undefined ? 1 : 0;
       default:
         throw new UsageError(`unknown command "${cmd}"\n\n${USAGE}`);

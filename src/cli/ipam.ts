@@ -10,6 +10,7 @@ import { ipamOwner, ipamView } from "../ipam-etcd/view.ts";
 import { loadConfList } from "../libcni/conf.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { isObject, type JSONObject } from "../spec/json.ts";
+import { print } from "./out.ts";
 import { UsageError } from "./shared.ts";
 
 export const IPAM_USAGE = "tscni ipam <network|file> [--ip ADDR] [--json]";
@@ -48,27 +49,27 @@ export async function ipamCmd(argv: string[]): Promise<void> {
   try {
     if (ip !== undefined) {
       const r = await ipamOwner(conf, ip);
-      if (json) process.stdout.write(`${JSON.stringify(r ?? null)}\n`);
-      else if (!r) process.stdout.write(`${ip}: free\n`);
+      if (json) await print(`${JSON.stringify(r ?? null)}\n`);
+      else if (!r) await print(`${ip}: free\n`);
       else {
         const pod = r.podName ? ` pod ${r.podNamespace}/${r.podName}` : "";
-        process.stdout.write(`${ip}: node ${r.node} container ${r.containerID} ifname ${r.ifName}${pod}\n`);
+        await print(`${ip}: node ${r.node} container ${r.containerID} ifname ${r.ifName}${pod}\n`);
       }
       return;
     }
     const views = await ipamView(conf);
     if (json) {
-      process.stdout.write(`${JSON.stringify(views, null, 2)}\n`);
+      await print(`${JSON.stringify(views, null, 2)}\n`);
       return;
     }
     const { printTable } = await import("./commands.ts");
     for (const v of views) {
-      process.stdout.write(
+      await print(
         `pool ${v.pool}  range ${v.range}  blocks /${v.blockPrefix}  used ${v.used}  unclaimed ${v.unclaimed}` +
           (v.orphans ? `  ORPHANS ${v.orphans}` : "") +
           "\n",
       );
-      printTable(
+      await printTable(
         ["BLOCK", "NODE", "USED", "FREE"],
         v.blocks.map((b) => [b.block, b.node, String(b.used), String(b.free)]),
       );

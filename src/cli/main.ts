@@ -42,7 +42,7 @@ async function main(): Promise<number> {
   return runCli(args);
 }
 
-// The CLI's output goes through process.stdout, which must drain: it sets the code and ends naturally.
+// Output is awaited (out.ts), errors go through process.stderr, which must drain: set the code, end naturally.
 main().then((code) => {
   process.exitCode = code;
 });

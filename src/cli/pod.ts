@@ -7,6 +7,7 @@ import { PodNetwork, type PodRef } from "../libcni/pod.ts";
 import { CniError, ErrCode } from "../spec/errors.ts";
 import { formatResult } from "../spec/result.ts";
 import { cliExec } from "./exec.ts";
+import { print } from "./out.ts";
 import { cnitoolContainerID, resolveNetnsArg, UsageError } from "./shared.ts";
 
 export const POD_USAGE = "tscni pod up|down|status <namespace>/<name> <netns> [--id ID] [--uid UID]";
@@ -65,14 +66,14 @@ export async function podCmd(argv: string[], e: PodEnv): Promise<void> {
   switch (verb) {
     case "up": {
       const r = await net.setUp(pod, netns, capabilityArgs());
-      process.stdout.write(`${formatResult(r.result, r.result.cniVersion)}\n`);
+      await print(`${formatResult(r.result, r.result.cniVersion)}\n`);
       return;
     }
     case "down":
       return net.tearDown(pod, netns, capabilityArgs());
     case "status": {
       const s = await net.status(pod, netns);
-      process.stdout.write(`${JSON.stringify({ network: s.network, ips: s.ips })}\n`);
+      await print(`${JSON.stringify({ network: s.network, ips: s.ips })}\n`);
       return;
     }
     default:
