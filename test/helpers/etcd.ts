@@ -116,7 +116,8 @@ function makeCerts(dir: string, host = "127.0.0.1"): { server: EtcdTLSFiles; cli
 
 const live = new Set<EtcdCluster>();
 
-async function execIn(netns: string, argv: string[], o: ExecOptions = {}): Promise<ProcOutput> {
+/** A process inside the netns `netns` (by name), killed after timeoutMs. */
+export async function execIn(netns: string, argv: string[], o: ExecOptions = {}): Promise<ProcOutput> {
   const proc = Bun.spawn(["ip", "netns", "exec", netns, ...argv], {
     env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...o.env },
     stdin: o.stdin !== undefined ? new TextEncoder().encode(o.stdin) : "ignore",

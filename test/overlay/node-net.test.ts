@@ -6,15 +6,14 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type EtcdCluster, skipUnlessEtcd, startEtcdCluster } from "../helpers/etcd.ts";
 import { cleanupAll, makeNetns, type TempNetns, tempDir } from "../helpers/netns.ts";
+import { BUN, flannelPluginDir, MAIN, podUp } from "./flannel-pod.ts";
 
 const why = skipUnlessEtcd();
-const REPO = join(import.meta.dir, "../..");
-const BUN = join(REPO, "node_modules/.bin/bun");
-const MAIN = join(REPO, "src/cli/main.ts");
+const _REPO = join(import.meta.dir, "../..");
 const PREFIX = "/coreos.com/network";
 
 function sh(n: TempNetns, ...cmd: string[]): void {
@@ -198,66 +197,22 @@ describe.skipIf(!!why)("tscni node-net", () => {
 
     // a pod per node through kubelet's flow on the canonical flannel conflist: flannel reads the
     // subnet.env node-net wrote and delegates to bridge + host-local
-    const bin = join(dir, "bin");
-    mkdirSync(bin);
-    for (const [name, group] of [
-      ["flannel", "meta"],
-      ["bridge", "main"],
-      ["loopback", "main"],
-      ["host-local", "ipam"],
-    ] as const) {
-      writeFileSync(
-        join(bin, name),
-        `#!/bin/sh\nexec ${BUN} ${join(REPO, "src/plugins", group, name, "main.ts")} "$@"\n`,
-      );
-      chmodSync(join(bin, name), 0o755);
-    }
+    const bin = flannelPluginDir(dir);
     const podIPs: string[] = [];
     for (const [i, n] of nodes.entries()) {
       const pod = makeNetns(`np${i + 1}`);
-      const confDir = join(dir, `net.d-${i}`);
-      mkdirSync(confDir);
-      writeFileSync(
-        join(confDir, "10-flannel.conflist"),
-        JSON.stringify({
-          name: "cbr0",
-          cniVersion: "1.0.0",
-          plugins: [
-            {
-              type: "flannel",
-              delegate: { isDefaultGateway: true },
-              subnetFile: n.env,
-              dataDir: join(dir, `flannel-${i}`),
-              ipam: { dataDir: join(dir, `ipam-${i}`) },
-            },
-          ],
-        }),
-      );
-      const up = Bun.spawnSync(
-        [
-          "nsenter",
-          `--net=${n.ns.path}`,
-          BUN,
-          MAIN,
-          "pod",
-          "up",
-          `default/web-${i}`,
-          pod.path,
-          "--id",
-          `sandbox${i}`,
-        ],
-        {
-          env: {
-            PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin",
-            NETCONFPATH: confDir,
-            CNI_PATH: bin,
-            CNI_CACHE_DIR: join(dir, `cache-${i}`),
-          },
-        },
-      );
-      expect(up.exitCode, up.stderr.toString()).toBe(0);
-      const ip =
-        (JSON.parse(up.stdout.toString()).ips as { address: string }[])[0]?.address.split("/")[0] ?? "";
+      const up = podUp({
+        nodeNetns: n.ns.path,
+        podNetns: pod.path,
+        dir,
+        index: i,
+        subnetFile: n.env,
+        bin,
+        pod: `default/web-${i}`,
+        sandboxID: `sandbox${i}`,
+      });
+      expect(up.code, up.stderr).toBe(0);
+      const ip = up.ips[0] ?? "";
       expect(ip.startsWith(`${subnets[i]}.`)).toBe(true);
       podIPs.push(ip);
       n.pod = pod;

@@ -11,6 +11,7 @@
  * only over its link, as a real node does.
  */
 import { join } from "node:path";
+import { type ExecOptions, execIn } from "../../../helpers/etcd.ts";
 import { makeNetns, type TempNetns } from "../../../helpers/netns.ts";
 import type { ProcOutput } from "../../../helpers/proc.ts";
 
@@ -70,32 +71,10 @@ export function makeUnderlay(net24: string): Underlay {
   };
 }
 
-export interface RunOptions {
-  stdin?: string;
-  env?: Record<string, string>;
-  timeoutMs?: number;
-}
+export type RunOptions = ExecOptions;
 
 /** A process inside the netns `netns` (by name), killed after timeoutMs. */
-export async function runIn(netns: string, argv: string[], o: RunOptions = {}): Promise<ProcOutput> {
-  const proc = Bun.spawn(["ip", "netns", "exec", netns, ...argv], {
-    env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...o.env },
-    stdin: o.stdin !== undefined ? new TextEncoder().encode(o.stdin) : "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const timer = setTimeout(() => proc.kill("SIGKILL"), o.timeoutMs ?? 60_000);
-  try {
-    const [stdout, stderr, code] = await Promise.all([
-      new Response(proc.stdout).text(),
-      new Response(proc.stderr).text(),
-      proc.exited,
-    ]);
-    return { code, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-  }
-}
+export const runIn: (netns: string, argv: string[], o?: RunOptions) => Promise<ProcOutput> = execIn;
 
 export interface PluginOut extends ProcOutput {
   // biome-ignore lint/suspicious/noExplicitAny: the plugin's JSON
