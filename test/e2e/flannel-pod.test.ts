@@ -6,10 +6,10 @@
  * removes everything.
  */
 import { afterAll, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cleanupAll, makeNetns, tempDir } from "../helpers/netns.ts";
-import { BUN, REPO } from "../plugins/_run.ts";
+import { BUN, REPO, writePluginWrappers } from "../plugins/_run.ts";
 
 afterAll(cleanupAll);
 
@@ -30,21 +30,14 @@ test("tscni pod up/down on flannel + portmap (dual-stack subnet.env)", async () 
   const work = tempDir("flannel-pod");
   const bin = join(work.path, "bin");
   const confDir = join(work.path, "net.d");
-  mkdirSync(bin);
   mkdirSync(confDir);
-  for (const [name, group] of [
+  writePluginWrappers(bin, [
     ["flannel", "meta"],
     ["portmap", "meta"],
     ["bridge", "main"],
     ["loopback", "main"],
     ["host-local", "ipam"],
-  ] as const) {
-    writeFileSync(
-      join(bin, name),
-      `#!/bin/sh\nexec ${BUN} ${join(REPO, "src/plugins", group, name, "main.ts")} "$@"\n`,
-    );
-    chmodSync(join(bin, name), 0o755);
-  }
+  ]);
   const subnetFile = join(work.path, "subnet.env");
   writeFileSync(
     subnetFile,

@@ -3,30 +3,21 @@
  * brought up on a node through kubelet's flow (`tscni pod up`) on the canonical flannel conflist, which
  * reads the subnet.env node-net wrote and delegates to bridge + host-local.
  */
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { BUN, REPO, writePluginWrappers } from "../plugins/_run.ts";
 
-const REPO = join(import.meta.dir, "../..");
-export const BUN = join(REPO, "node_modules/.bin/bun");
+export { BUN };
 export const MAIN = join(REPO, "src/cli/main.ts");
 
 /** `<dir>/bin` with flannel, bridge, loopback and host-local, each exec'ing our main.ts under bun. */
 export function flannelPluginDir(dir: string): string {
-  const bin = join(dir, "bin");
-  mkdirSync(bin);
-  for (const [name, group] of [
+  return writePluginWrappers(join(dir, "bin"), [
     ["flannel", "meta"],
     ["bridge", "main"],
     ["loopback", "main"],
     ["host-local", "ipam"],
-  ] as const) {
-    writeFileSync(
-      join(bin, name),
-      `#!/bin/sh\nexec ${BUN} ${join(REPO, "src/plugins", group, name, "main.ts")} "$@"\n`,
-    );
-    chmodSync(join(bin, name), 0o755);
-  }
-  return bin;
+  ]);
 }
 
 export interface PodUp {

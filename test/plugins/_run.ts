@@ -10,7 +10,7 @@
  *   ipamPath() → a temp CNI_PATH dir holding `host-local` and `static` wrappers of our IPAM plugins
  *                (made once per test process, removed at exit).
  */
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { onTestRunEnd } from "../helpers/teardown.ts";
@@ -47,15 +47,30 @@ function ourMain(name: string): string {
 
 let ipamDir: string | undefined;
 
+export type PluginGroup = "main" | "ipam" | "meta";
+
+/** Writes `dir/<name>` shell wrappers that exec our src/plugins/<group>/<name>/main.ts with the pinned bun. */
+export function writePluginWrappers(
+  dir: string,
+  plugins: readonly (readonly [string, PluginGroup])[],
+): string {
+  mkdirSync(dir, { recursive: true });
+  for (const [name, group] of plugins) {
+    const file = join(dir, name);
+    writeFileSync(file, `#!/bin/sh\nexec ${BUN} ${join(REPO, "src/plugins", group, name, "main.ts")} "$@"\n`);
+    chmodSync(file, 0o755);
+  }
+  return dir;
+}
+
 /** A CNI_PATH dir with wrappers `host-local` and `static` that exec our IPAM plugins. */
 export function ipamPath(): string {
   if (ipamDir) return ipamDir;
   const dir = mkdtempSync(join(tmpdir(), "tscni-ipam-path-"));
-  for (const name of ["host-local", "static"]) {
-    const file = join(dir, name);
-    writeFileSync(file, `#!/bin/sh\nexec ${BUN} ${join(REPO, "src/plugins/ipam", name, "main.ts")} "$@"\n`);
-    chmodSync(file, 0o755);
-  }
+  writePluginWrappers(dir, [
+    ["host-local", "ipam"],
+    ["static", "ipam"],
+  ]);
   ipamDir = dir;
   onTestRunEnd(() => rmSync(dir, { recursive: true, force: true }));
   return dir;

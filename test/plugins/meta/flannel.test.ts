@@ -10,7 +10,7 @@ import { deriveDelegate, parseConfig } from "../../../src/plugins/meta/flannel/c
 import { parseSubnetEnv } from "../../../src/plugins/meta/flannel/subnet-env.ts";
 import { CniError } from "../../../src/spec/errors.ts";
 import { cleanupAll, makeNetns, tempDir } from "../../helpers/netns.ts";
-import { BUN, REPO, runPlugin } from "../_run.ts";
+import { runPlugin, writePluginWrappers } from "../_run.ts";
 
 afterAll(cleanupAll);
 
@@ -199,17 +199,10 @@ describe("end to end (bridge + host-local delegate)", () => {
     const ctr = makeNetns("flc");
     const work = tempDir("flannel-e2e");
     const bin = join(work.path, "bin");
-    mkdirSync(bin);
-    for (const [name, group] of [
+    writePluginWrappers(bin, [
       ["bridge", "main"],
       ["host-local", "ipam"],
-    ]) {
-      writeFileSync(
-        join(bin, name!),
-        `#!/bin/sh\nexec ${BUN} ${join(REPO, "src/plugins", group!, name!, "main.ts")} "$@"\n`,
-      );
-      chmodSync(join(bin, name!), 0o755);
-    }
+    ]);
     const subnetFile = join(work.path, "subnet.env");
     writeFileSync(subnetFile, DUAL_ENV);
     const dataDir = join(work.path, "flannel");
