@@ -129,7 +129,12 @@ export interface PodmanEnv {
 export const PAGE = "hello from tscni\n";
 
 /** pluginDir defaults to `<dir>/bin` (empty: lay tscni's links there with installTscni). */
+/** Default dirs podman 4.3's CNI backend creates on first use (libcni's cache, tuning's backups). */
+const PODMAN_DEFAULT_DIRS = ["/var/lib/cni/results", "/var/lib/cni", "/run/cni/tuning", "/run/cni"];
+
 export function makePodmanEnv(opts: { pluginDir?: string } = {}): PodmanEnv {
+  // the ones this host lacks are removed again at cleanup (when empty): the host ends as it began
+  const absentDirs = PODMAN_DEFAULT_DIRS.filter((d) => !existsSync(d));
   const tmp = tempDir("tscni-podman-");
   const dir = tmp.path;
   const pluginDir = opts.pluginDir ?? join(dir, "bin");
@@ -212,6 +217,13 @@ runc = [${q(runc)}]
       step(() => host.cleanup());
       step(() => unmountUnder(dir));
       step(() => tmp.cleanup());
+      for (const d of absentDirs) {
+        try {
+          rmdirSync(d);
+        } catch {
+          // not empty (another user of the dir) or never made: leave it
+        }
+      }
       if (errors.length) throw errors[0];
     },
   };

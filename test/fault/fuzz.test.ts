@@ -51,8 +51,13 @@ function world(): World {
 async function drive(w: World, runs: number, seed: number, exe?: string): Promise<Verdict> {
   const driver = [BUN, DRIVER, "--seed", String(seed), "--runs", String(runs), "--sandbox", w.sandbox];
   driver.push("--netns", w.cont.path, "--meta-netns", w.meta.path, ...(exe ? ["--exec", exe] : []));
-  // ip netns exec gives the driver a private mount namespace: tmpfs over the default data dirs there
-  const script = 'mount -t tmpfs tmpfs /var/lib/cni && mount -t tmpfs tmpfs /run/cni && exec "$@"';
+  // ip netns exec gives the driver a private mount namespace: tmpfs over the default data dirs there.
+  // A host without them (no CNI runtime ran yet) gets the empty mount points for the run only.
+  const script = [
+    'made=""; for d in /var/lib/cni /run/cni; do [ -d "$d" ] || { mkdir "$d" && made="$made $d"; }; done',
+    'mount -t tmpfs tmpfs /var/lib/cni && mount -t tmpfs tmpfs /run/cni && "$@"; rc=$?',
+    'umount /var/lib/cni /run/cni 2>/dev/null; for d in $made; do rmdir "$d"; done; exit $rc',
+  ].join("\n");
   const p = Bun.spawn(["ip", "netns", "exec", w.host.name, "sh", "-c", script, "sh", ...driver], {
     stdout: "pipe",
     stderr: "pipe",
