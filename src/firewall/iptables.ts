@@ -2,8 +2,17 @@
  * iptables transactions: one `iptables-restore` (or `ip6tables-restore`) run per call, which commits
  * the whole table section atomically, and `iptables-save` to read a table.
  */
-import { realpath } from "../sys/libc.ts";
+import { SysError } from "../sys/errno.ts";
+import { closeFile, O_CREAT, O_RDWR, openFile } from "../sys/fs.ts";
+import { flock, LOCK_EX, LOCK_NB, LOCK_UN, realpath } from "../sys/libc.ts";
 import { findTool, runToolOrThrow } from "./exec.ts";
+
+/**
+ * Held across a read-plan-apply: iptables-restore has no compare-and-swap, and two plugins that both
+ * read "no FORWARD jump yet" would both insert one (seen with 8 parallel firewall ADDs). Not
+ * /run/xtables.lock: iptables-legacy's own tools take that one, and would wait on us.
+ */
+export const TRANSACT_LOCK = "/run/tscni-iptables.lock";
 
 export type IPFamily = 4 | 6;
 
@@ -183,16 +192,48 @@ export async function iptablesTransact(
   opts: IptablesTransactOptions = {},
 ): Promise<void> {
   const attempts = opts.attempts ?? 3;
-  for (let attempt = 1; ; attempt++) {
-    const lines = plan(await readTable(family, table, opts));
-    if (lines.length === 0) return;
-    try {
-      await iptablesRestore(family, table, lines, opts);
-      return;
-    } catch (err) {
-      if (attempt >= attempts) throw err;
+  await withTransactLock(async () => {
+    for (let attempt = 1; ; attempt++) {
+      const lines = plan(await readTable(family, table, opts));
+      if (lines.length === 0) return;
+      try {
+        await iptablesRestore(family, table, lines, opts);
+        return;
+      } catch (err) {
+        if (attempt >= attempts) throw err;
+      }
     }
-  }
+  });
+}
+
+/** Calls of this process queue here first: a flock is per open file, so two of ours would deadlock. */
+let inProcess: Promise<unknown> = Promise.resolve();
+
+/** Runs `fn` holding TRANSACT_LOCK, polled without blocking the event loop (fn awaits child processes). */
+async function withTransactLock<T>(fn: () => Promise<T>): Promise<T> {
+  const turn = inProcess.then(async () => {
+    const fd = openFile(TRANSACT_LOCK, O_RDWR | O_CREAT, 0o600);
+    try {
+      for (;;) {
+        try {
+          flock(fd, LOCK_EX | LOCK_NB);
+          break;
+        } catch (err) {
+          if (!(err instanceof SysError && err.code === "EAGAIN")) throw err;
+          await Bun.sleep(2);
+        }
+      }
+      try {
+        return await fn();
+      } finally {
+        flock(fd, LOCK_UN);
+      }
+    } finally {
+      closeFile(fd);
+    }
+  });
+  inProcess = turn.catch(() => {});
+  return turn;
 }
 
 /** iptables-save of one table, parsed. */
