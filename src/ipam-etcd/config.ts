@@ -240,7 +240,6 @@ export function loadWhereaboutsConf(stdin: Uint8Array | string, cniArgs: string)
 
   const prefix = (getString(ipam, "etcd_prefix", "ipam") ?? "/tscni/ipam").replace(/\/+$/, "");
   const node = getString(ipam, "node_name", "ipam") || process.env.NODENAME || hostname();
-
   if (!/^[A-Za-z0-9._-]+$/.test(node)) throw invalid(`invalid node name ${JSON.stringify(node)}`);
   const args = parseCniArgs(cniArgs);
   const out: WhereaboutsConf = {

@@ -23,8 +23,8 @@
  * revision).
  * DEL: delete the two keys (txn on the owner key's revision, reading the block's claim), then hand the
  * block back if it is empty (txn: mod_revision(blocks/<b>) == the claim read and no key in the block's
- * ips range → delete the claim and its affinity key). An ADD that read the claim before the hand-back fails its revision compare,
- * so no address is ever written into a block that is free.
+ * ips range → delete the claim and its affinity key). An ADD that read the claim before the hand-back
+ * fails its revision compare, so no address is ever written into a block that is free.
  */
 import { type EtcdClient, EtcdError, type KeyValue, prefixEnd, type TxnOp } from "../etcd/client.ts";
 import {

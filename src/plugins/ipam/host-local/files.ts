@@ -61,8 +61,14 @@ export function readReservation(dir: string, name: string): string | undefined {
   }
 }
 
-/** The reservation file names of the directory; a file that is neither bookkeeping nor an IP is an error. */
-export function listReservationNames(dir: string): string[] {
+/** One listing of a store directory: its reservation files and its bookkeeping files (lock, index…). */
+export interface StoreListing {
+  reservations: string[];
+  bookkeeping: string[];
+}
+
+/** Lists the directory once; a file that is neither bookkeeping nor an IP is an error. */
+export function listStore(dir: string): StoreListing {
   let dirents: DirEntry[];
   try {
     dirents = readdirTypes(dir);
@@ -70,8 +76,13 @@ export function listReservationNames(dir: string): string[] {
     throw ioError("listing", dir, err);
   }
   const names: string[] = [];
+  const bookkeeping: string[] = [];
   for (const d of dirents) {
-    if (d.type !== "file" || isBookkeeping(d.name)) continue;
+    if (d.type !== "file") continue;
+    if (isBookkeeping(d.name)) {
+      bookkeeping.push(d.name);
+      continue;
+    }
     if (!parseAddr(d.name)) {
       throw new CniError(
         ErrCode.IOFailure,
@@ -80,5 +91,10 @@ export function listReservationNames(dir: string): string[] {
     }
     names.push(d.name);
   }
-  return names;
+  return { reservations: names, bookkeeping };
+}
+
+/** The reservation file names of the directory (see listStore). */
+export function listReservationNames(dir: string): string[] {
+  return listStore(dir).reservations;
 }

@@ -33,7 +33,6 @@ import {
   openFile,
   pwrite,
   readAll,
-  readdir,
   type Stat,
   setMtime,
   stat,
@@ -43,6 +42,7 @@ import {
   INDEX_FILE,
   ioError,
   listReservationNames,
+  listStore,
   readReservation,
   splitContent,
 } from "./files.ts";
@@ -169,7 +169,8 @@ export class ReservationIndex {
   rebuild(): void {
     // Built aside first: a failure (a stray file) must not leave a half-empty index to be written.
     const fresh: Map<string, string>[] = Array.from({ length: BUCKETS }, () => new Map());
-    for (const name of listReservationNames(this.dir)) {
+    const { reservations, bookkeeping } = listStore(this.dir);
+    for (const name of reservations) {
       const content = readReservation(this.dir, name);
       if (content === undefined) continue;
       fresh[bucketOf(splitContent(content).containerID)]!.set(name, content);
@@ -177,13 +178,7 @@ export class ReservationIndex {
     // Written: the buckets with entries and those on disk (stale content). An empty bucket with no file
     // stays without one (a missing bucket under a fresh header is empty), so a fresh store's first ADD
     // writes two files, not BUCKETS + 1.
-    let names: string[];
-    try {
-      names = readdir(this.dir);
-    } catch (err) {
-      throw ioError("listing", this.dir, err);
-    }
-    const onDisk = new Set(names.filter((n) => n.startsWith(`${INDEX_FILE}.`)));
+    const onDisk = new Set(bookkeeping);
     for (let k = 0; k < BUCKETS; k++) {
       this.buckets[k] = fresh[k];
       if (fresh[k]!.size > 0 || onDisk.has(bucketFile(k))) this.dirtyBuckets.add(k);

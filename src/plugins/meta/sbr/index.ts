@@ -28,11 +28,10 @@ import { formatIP, parseIP } from "../../../spec/ipaddr.ts";
 import { CNI_VERSIONS, type IPConfig, type Result } from "../../../spec/types.ts";
 import { isErrno } from "../../../sys/errno.ts";
 import { closeFile, O_RDONLY, openFile } from "../../../sys/fs.ts";
-import { flock } from "../../../sys/libc.ts";
+import { flock, LOCK_EX } from "../../../sys/libc.ts";
 import { loadSbrConf, type SbrConf } from "./config.ts";
 
 const FIRST_TABLE = 100;
-const LOCK_EX = 2;
 
 function fail(msg: string): CniError {
   return new CniError(ErrCode.Internal, msg);
