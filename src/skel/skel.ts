@@ -4,8 +4,8 @@
  */
 import { readAll, write } from "../sys/fs.ts";
 import { type PluginMainOptions, pluginMainWith, type SkelIO } from "./core.ts";
+import { stdinIsTerminal } from "./terminal.ts";
 import type { Plugin } from "./types.ts";
-import { stdinIsTerminal } from "./version-main.ts";
 
 export type { Env, PluginMainOptions, Sink, SkelIO } from "./core.ts";
 

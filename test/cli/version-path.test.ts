@@ -56,4 +56,23 @@ describe("VERSION without loading the plugin", () => {
       }
     }
   }, 120_000);
+
+  test("a slow stdin is still read to its end; a terminal is not waited for", async () => {
+    const env = { PATH: process.env.PATH ?? "", CNI_COMMAND: "VERSION" };
+    const slow = Bun.spawn(
+      ["sh", "-c", `sleep 0.3; printf '{"cniVersion":"0.4.0"}' | "$0"`, join(bin, "bridge")],
+      {
+        env,
+        stdout: "pipe",
+      },
+    );
+    expect(JSON.parse(await new Response(slow.stdout).text()).cniVersion).toBe("0.4.0");
+    // `script` gives the plugin a pseudo-terminal as stdin; nothing is ever typed into it.
+    const tty = Bun.spawnSync(["script", "-qec", `${join(bin, "bridge")}`, "/dev/null"], {
+      env,
+      stdin: "pipe",
+      timeout: 10_000,
+    });
+    expect([tty.exitCode, JSON.parse(tty.stdout.toString()).cniVersion]).toEqual([0, "1.1.0"]);
+  }, 20_000);
 });
