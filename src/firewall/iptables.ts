@@ -2,9 +2,9 @@
  * iptables transactions: one `iptables-restore` (or `ip6tables-restore`) run per call, which commits
  * the whole table section atomically, and `iptables-save` to read a table.
  */
-import { SysError } from "../sys/errno.ts";
 import { closeFile, O_CREAT, O_RDWR, openFile } from "../sys/fs.ts";
-import { flock, LOCK_EX, LOCK_NB, LOCK_UN, realpath } from "../sys/libc.ts";
+import { flock, LOCK_UN, realpath } from "../sys/libc.ts";
+import { flockExclusive, serialized } from "../sys/lock.ts";
 import { findTool, runToolOrThrow } from "./exec.ts";
 
 /**
@@ -206,23 +206,12 @@ export async function iptablesTransact(
   });
 }
 
-/** Calls of this process queue here first: a flock is per open file, so two of ours would deadlock. */
-let inProcess: Promise<unknown> = Promise.resolve();
-
-/** Runs `fn` holding TRANSACT_LOCK, polled without blocking the event loop (fn awaits child processes). */
-async function withTransactLock<T>(fn: () => Promise<T>): Promise<T> {
-  const turn = inProcess.then(async () => {
+/** Runs `fn` holding TRANSACT_LOCK (sys/lock.ts: queued in this process, polled across processes). */
+function withTransactLock<T>(fn: () => Promise<T>): Promise<T> {
+  return serialized(TRANSACT_LOCK, async () => {
     const fd = openFile(TRANSACT_LOCK, O_RDWR | O_CREAT, 0o600);
     try {
-      for (;;) {
-        try {
-          flock(fd, LOCK_EX | LOCK_NB);
-          break;
-        } catch (err) {
-          if (!(err instanceof SysError && err.code === "EAGAIN")) throw err;
-          await Bun.sleep(2);
-        }
-      }
+      await flockExclusive(fd);
       try {
         return await fn();
       } finally {
@@ -232,8 +221,6 @@ async function withTransactLock<T>(fn: () => Promise<T>): Promise<T> {
       closeFile(fd);
     }
   });
-  inProcess = turn.catch(() => {});
-  return turn;
 }
 
 /** iptables-save of one table, parsed. */

@@ -28,7 +28,7 @@ import { formatIP, parseIP } from "../../../spec/ipaddr.ts";
 import { CNI_VERSIONS, type IPConfig, type Result } from "../../../spec/types.ts";
 import { isErrno } from "../../../sys/errno.ts";
 import { closeFile, O_RDONLY, openFile } from "../../../sys/fs.ts";
-import { flock, LOCK_EX } from "../../../sys/libc.ts";
+import { flockExclusive, serialized } from "../../../sys/lock.ts";
 import { loadSbrConf, type SbrConf } from "./config.ts";
 
 const FIRST_TABLE = 100;
@@ -42,21 +42,30 @@ function wrap<T>(what: string, fn: () => T): T {
   return withContext(what, fn, { prefixCniErrors: true });
 }
 
-/** Runs fn holding an exclusive flock on the netns file (released when the fd closes). */
-async function withNetnsLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
-  let fd: number;
-  try {
-    fd = openFile(path, O_RDONLY);
-  } catch (err) {
-    if (isErrno(err, "ENOENT")) throw new NsNotFoundError(path);
-    throw CniError.from(err, `locking netns ${path}`);
-  }
-  try {
-    wrap(`locking netns ${path}`, () => flock(fd, LOCK_EX));
-    return await fn();
-  } finally {
-    closeFile(fd);
-  }
+/**
+ * Runs fn holding an exclusive flock on the netns file (released when the fd closes); two sbr calls of
+ * one process (in-process dispatch) on one netns queue instead of deadlocking (sys/lock.ts).
+ */
+function withNetnsLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  return serialized(`netns ${path}`, async () => {
+    let fd: number;
+    try {
+      fd = openFile(path, O_RDONLY);
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) throw new NsNotFoundError(path);
+      throw CniError.from(err, `locking netns ${path}`);
+    }
+    try {
+      try {
+        await flockExclusive(fd);
+      } catch (err) {
+        throw CniError.from(err, `locking netns ${path}`);
+      }
+      return await fn();
+    } finally {
+      closeFile(fd);
+    }
+  });
 }
 
 /** The prevResult IPs of CNI_IFNAME (an IP naming no interface counts, as upstream). */
